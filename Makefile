@@ -1,0 +1,85 @@
+# llmproxy - an OpenAI-compatible LLM API proxy as FastCGI programs
+# `make run` serves on 127.0.0.1:$LLMPROXY_PORT; `make test` runs every test.
+
+CC      ?= cc
+STD     := -std=c17
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wwrite-strings -Wformat=2 -Wvla
+OPT     := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+SAN     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+DEPFLAGS = -MMD -MP
+LIBS    := -lfcgi -lcurl -lcjson -lpthread
+
+# modules shared by the programs and the unit tests
+CORE    := buf log config route state request sse http snapshot
+PROXY   := $(CORE) fcgi_io upstream proxy proxy_main
+UNITS   := buf config route state request sse http
+
+REL_DIR := build/release
+SAN_DIR := build/asan
+
+PROXY_REL := cgi-bin/llmproxy.fcgi
+PROXY_SAN := $(SAN_DIR)/llmproxy.fcgi
+UNIT_BINS := $(UNITS:%=$(SAN_DIR)/test_%)
+
+export LLMPROXY_PORT ?= 1852
+export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
+
+.PHONY: all deps run test unit e2e bench clean format check-format
+
+all: $(PROXY_REL)
+
+deps:
+	@scripts/deps.sh build
+
+$(REL_DIR)/%.o: fcgi/%.c | $(REL_DIR)
+	$(CC) $(STD) $(WARN) $(OPT) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(SAN_DIR)/%.o: fcgi/%.c | $(SAN_DIR)
+	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(SAN_DIR)/test_%.o: tests/unit/test_%.c | $(SAN_DIR)
+	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
+
+$(PROXY_REL): $(PROXY:%=$(REL_DIR)/%.o)
+	$(CC) $(OPT) $^ -o $@ $(LIBS)
+
+$(PROXY_SAN): $(PROXY:%=$(SAN_DIR)/%.o)
+	$(CC) $(SAN) $^ -o $@ $(LIBS)
+
+# each unit test includes the module it tests, and links the other core modules
+$(SAN_DIR)/test_%: $(SAN_DIR)/test_%.o $(CORE:%=$(SAN_DIR)/%.o)
+	$(CC) $(SAN) $< $(filter-out $(SAN_DIR)/$*.o,$(CORE:%=$(SAN_DIR)/%.o)) -o $@ $(LIBS)
+
+$(REL_DIR) $(SAN_DIR):
+	@mkdir -p $@
+
+run: deps $(PROXY_REL)
+	@scripts/run.sh
+
+test: 
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory $(PROXY_REL) $(PROXY_SAN) $(UNIT_BINS)
+	@python3 tests/run.py
+
+unit: $(UNIT_BINS)
+	@python3 tests/run.py --unit-only
+
+bench: deps $(PROXY_REL) build/bench/fastupstream
+	@scripts/deps.sh bench
+	@python3 scripts/bench.py
+
+build/bench/fastupstream: tests/bench/fastupstream.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 -g $< -o $@ -lpthread
+
+format:
+	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c
+
+check-format:
+	clang-format --dry-run -Werror fcgi/*.c fcgi/*.h
+
+clean:
+	rm -rf build $(PROXY_REL)
+
+-include $(wildcard $(REL_DIR)/*.d $(SAN_DIR)/*.d)

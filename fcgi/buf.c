@@ -1,0 +1,196 @@
+/* buf.c - growable byte buffers with a hard cap, allocation wrappers, clock */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "llmproxy: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL) {
+        oom(n);
+    }
+    return p;
+}
+
+void *xcalloc(size_t nmemb, size_t size)
+{
+    void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+    if (p == NULL) {
+        oom(nmemb * size);
+    }
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL) {
+        oom(n);
+    }
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void buf_init(struct buf *b, size_t cap)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->size = 0;
+    b->cap = cap;
+}
+
+void buf_cleanup(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->size = 0;
+}
+
+void buf_reset(struct buf *b)
+{
+    b->len = 0;
+    if (b->data != NULL) {
+        b->data[0] = '\0';
+    }
+}
+
+char *buf_reserve(struct buf *b, size_t n)
+{
+    if (n > b->cap || b->len > b->cap - n) {
+        return NULL;
+    }
+    size_t need = b->len + n + 1;
+    if (need > b->size) {
+        size_t size = b->size ? b->size : 256;
+        while (size < need) {
+            size *= 2;
+        }
+        b->data = xrealloc(b->data, size);
+        b->size = size;
+    }
+    return b->data + b->len;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    char *dst = buf_reserve(b, n);
+    if (dst == NULL) {
+        return BUF_TOOBIG;
+    }
+    if (n > 0) {
+        memcpy(dst, p, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+    return BUF_OK;
+}
+
+int buf_append_str(struct buf *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return BUF_TOOBIG;
+    }
+    if ((size_t)n < sizeof(small)) {
+        return buf_append(b, small, (size_t)n);
+    }
+    char *dst = buf_reserve(b, (size_t)n);
+    if (dst == NULL) {
+        return BUF_TOOBIG;
+    }
+    va_start(ap, fmt);
+    vsnprintf(dst, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return BUF_OK;
+}
+
+int buf_append_json_str(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[7];
+        const char *out = esc;
+        size_t n = 2;
+        esc[0] = '\\';
+        switch (*p) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            if (*p < 0x20 || *p == 0x7f) {
+                esc[1] = 'u';
+                esc[2] = '0';
+                esc[3] = '0';
+                esc[4] = hex[*p >> 4];
+                esc[5] = hex[*p & 15];
+                n = 6;
+            } else {
+                out = (const char *)p;
+                n = 1;
+            }
+        }
+        if (buf_append(b, out, n) != BUF_OK) {
+            return BUF_TOOBIG;
+        }
+    }
+    return BUF_OK;
+}
+
+char *buf_steal(struct buf *b, size_t *len)
+{
+    char *p = b->data;
+    if (len != NULL) {
+        *len = b->len;
+    }
+    if (p == NULL) {
+        p = xstrdup("");
+    }
+    b->data = NULL;
+    b->len = 0;
+    b->size = 0;
+    return p;
+}

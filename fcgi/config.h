@@ -1,0 +1,68 @@
+/* config.h - dynamic_routing.json <-> structs, validation */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_CONFIG_H
+#define LLMPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_strategy {
+    CONFIG_FAILOVER = 0,
+    CONFIG_ROUND_ROBIN = 1,
+    CONFIG_WEIGHTED = 2,
+};
+
+/* Limits enforced by config_parse (and so by everything that writes the file). */
+#define CONFIG_MAX_MODEL_NAME 256
+#define CONFIG_MAX_BACKENDS 64
+#define CONFIG_MAX_KEYS 256
+#define CONFIG_MAX_WEIGHT 1000
+#define CONFIG_MAX_TIMEOUT_S 3600
+#define CONFIG_MAX_STRING 4096
+/* Default time allowed to the first byte of the upstream's answer. */
+#define CONFIG_DEFAULT_TIMEOUT_S 120
+
+struct config_backend {
+    char *name;
+    char *base_url;       /* without a trailing '/' */
+    char **keys;          /* nkeys strings; may be 0 (no Authorization sent) */
+    size_t nkeys;
+    char *model_name;     /* BackendModelName, NULL when not set */
+    unsigned weight;      /* 1..CONFIG_MAX_WEIGHT */
+    bool enabled;
+    unsigned timeout_ms;  /* first-byte deadline */
+};
+
+struct config_model {
+    char *name;
+    enum config_strategy strategy;
+    struct config_backend *backends;
+    size_t nbackends;
+    /* Filled by route_prepare(): the smooth weighted round robin sequence
+     * over enabled backends (indexes into backends), freed by config_free. */
+    uint8_t *wseq;
+    size_t wseq_len;
+};
+
+struct config {
+    struct config_model *models; /* sorted by name (byte order) */
+    size_t nmodels;
+};
+
+/* Parse and validate a routing file. JSON comments are allowed (the original's
+ * README example carries them). On success returns a config the caller frees
+ * with config_free(); on failure returns NULL and writes a message (which never
+ * contains a key) to err. */
+struct config *config_parse(const char *json, size_t len, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* Exact, case-sensitive lookup; NULL when absent. */
+const struct config_model *config_find(const struct config *cfg, const char *name);
+
+/* Model names: [A-Za-z0-9._:/@-]{1,256}, never containing "..". */
+bool config_model_name_ok(const char *name);
+
+const char *config_strategy_name(enum config_strategy s);
+
+#endif

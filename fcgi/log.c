@@ -1,0 +1,70 @@
+/* log.c - log lines on stderr (the web server's error log) */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static size_t stamp(char *out, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    int m = snprintf(out + k, n - k, ".%03ldZ llmproxy[%d] ", ts.tv_nsec / 1000000, (int)getpid());
+    return k + (m > 0 ? (size_t)m : 0);
+}
+
+void log_line(const char *text, size_t len)
+{
+    char line[8192];
+    size_t k = stamp(line, sizeof(line));
+    if (len > sizeof(line) - k - 1) {
+        len = sizeof(line) - k - 1;
+    }
+    memcpy(line + k, text, len);
+    k += len;
+    line[k++] = '\n';
+    const char *p = line;
+    while (k > 0) {
+        ssize_t w = write(STDERR_FILENO, p, k);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return;
+        }
+        p += w;
+        k -= (size_t)w;
+    }
+}
+
+void log_msg(const char *level, const char *file, int line, const char *fmt, ...)
+{
+    char msg[4096];
+    int n = snprintf(msg, sizeof(msg), "%s %s:%d: ", level, file, line);
+    if (n < 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m > 0 ? (size_t)m : 0);
+    if (len >= sizeof(msg)) {
+        len = sizeof(msg) - 1;
+    }
+    /* one line per message whatever the text holds */
+    for (size_t i = 0; i < len; i++) {
+        if (msg[i] == '\n' || msg[i] == '\r') {
+            msg[i] = ' ';
+        }
+    }
+    log_line(msg, len);
+}

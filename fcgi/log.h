@@ -1,0 +1,16 @@
+/* log.h - log lines on stderr (the web server's error log) */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_LOG_H
+#define LLMPROXY_LOG_H
+
+/* Never pass an API key or an Authorization header to these. */
+void log_msg(const char *level, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Writes one finished line (a request summary) with a single write(). */
+void log_line(const char *text, size_t len);
+
+#define LOG_ERROR(...) log_msg("error", __FILE__, __LINE__, __VA_ARGS__)
+#define LOG_WARN(...) log_msg("warn", __FILE__, __LINE__, __VA_ARGS__)
+#define LOG_INFO(...) log_msg("info", __FILE__, __LINE__, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,47 @@
+/* request.h - the client's body: strict JSON check, model and stream fields, mapping (pure) */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_REQUEST_H
+#define LLMPROXY_REQUEST_H
+
+#include "buf.h"
+#include "config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Deepest nesting of arrays and objects accepted in a client body. */
+#define REQUEST_MAX_DEPTH 512
+
+enum request_status {
+    REQUEST_OK = 0,
+    REQUEST_BAD_JSON = -1,        /* not valid JSON */
+    REQUEST_NOT_OBJECT = -2,      /* valid JSON but not an object */
+    REQUEST_NO_MODEL = -3,        /* no top-level "model" */
+    REQUEST_MODEL_NOT_STRING = -4,
+    REQUEST_DUP_MODEL = -5,       /* "model" given twice: ambiguous */
+    REQUEST_TOO_DEEP = -6,
+    REQUEST_MODEL_BAD = -7,       /* empty, too long or holds NUL */
+};
+
+struct request_info {
+    size_t model_off; /* byte span of the model's JSON string, quotes included */
+    size_t model_len;
+    char model[CONFIG_MAX_MODEL_NAME + 1]; /* decoded */
+    bool stream;                          /* top-level "stream": true (last one wins) */
+};
+
+/* One strict pass over a body (RFC 8259, no allocation). Fills info on
+ * REQUEST_OK; otherwise returns the reason. The error offset of invalid JSON
+ * is written to *err_off when err_off is not NULL. */
+enum request_status request_scan(const char *body, size_t len, struct request_info *info,
+                                 size_t *err_off);
+
+/* Message for a failed scan, fit for the client. */
+const char *request_status_message(enum request_status st);
+
+/* The upstream body: the client's bytes with only the model's value
+ * replaced by new_model (JSON-escaped); everything else byte for byte. */
+int request_map_model(const char *body, size_t len, const struct request_info *info,
+                      const char *new_model, struct buf *out);
+
+#endif

@@ -1,0 +1,33 @@
+/* route.h - attempt order per strategy and key rotation (pure) */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_ROUTE_H
+#define LLMPROXY_ROUTE_H
+
+#include "config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Precompute what route_order needs (the weighted sequence). Called once per
+ * model when a snapshot is built; the config owns the result. */
+void route_prepare(struct config_model *m);
+
+/* Number of enabled backends. */
+size_t route_enabled(const struct config_model *m);
+
+/* True when route_order reads its ticket (RoundRobin, Weighted): only then
+ * does the caller need to draw one from the shared counter. */
+bool route_uses_ticket(const struct config_model *m);
+
+/* Writes the order in which backends are tried (indexes into m->backends,
+ * enabled ones only) and returns how many. ticket is the model's request
+ * number from the shared counter: RoundRobin starts at ticket mod n,
+ * Weighted starts at the ticket-th step of a smooth weighted round robin
+ * (exact proportions over every sum-of-weights requests). The other
+ * backends follow as fallbacks. */
+size_t route_order(const struct config_model *m, uint64_t ticket, uint8_t *order, size_t max);
+
+/* Key index for a backend's rotation counter value. */
+size_t route_key_index(const struct config_backend *b, uint64_t counter);
+
+#endif

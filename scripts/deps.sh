@@ -1,0 +1,38 @@
+#!/bin/sh
+# Installs the Debian packages llmproxy needs, when they are missing.
+# usage: scripts/deps.sh build|test|bench
+set -eu
+what=${1:-build}
+need=""
+have_header() { [ -f "/usr/include/$1" ] || [ -f "/usr/include/x86_64-linux-gnu/$1" ] || \
+                [ -f "/usr/include/$(uname -m)-linux-gnu/$1" ]; }
+have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+have_cmd cc || need="$need gcc"
+have_cmd make || need="$need make"
+have_header fcgiapp.h || need="$need libfcgi-dev"
+have_header curl/curl.h || need="$need libcurl4-openssl-dev"
+have_header cjson/cJSON.h || need="$need libcjson-dev"
+have_cmd lighttpd || need="$need lighttpd"
+case "$what" in
+test|bench)
+    have_cmd python3 || need="$need python3"
+    have_cmd curl || need="$need curl"
+    ;;
+esac
+[ "$what" = bench ] && { have_cmd wrk || need="$need wrk"; }
+
+[ -z "$need" ] && exit 0
+echo "llmproxy: installing missing packages:$need" >&2
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "llmproxy: please install as root: apt-get install$need" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null

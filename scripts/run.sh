@@ -1,0 +1,41 @@
+#!/bin/sh
+# Serves llmproxy with lighttpd in the foreground: `make run`.
+#   LLMPROXY_PORT        port on 127.0.0.1 (1852)
+#   LLMPROXY_STATE_DIR   routing file, runtime state, sockets, pid file (./var)
+#   LLMPROXY_PROCS       responder processes (2)
+#   LLMPROXY_BIN         responder program (cgi-bin/llmproxy.fcgi)
+#   LLMPROXY_CONFIG_ONLY=1  write the config and exit
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+port=${LLMPROXY_PORT:-1852}
+state=${LLMPROXY_STATE_DIR:-$root/var}
+procs=${LLMPROXY_PROCS:-2}
+bin=${LLMPROXY_BIN:-$root/cgi-bin/llmproxy.fcgi}
+max_body=${LLMPROXY_MAX_BODY_BYTES:-16777216}
+
+mkdir -p "$state/tmp"
+chmod 700 "$state"
+state=$(cd "$state" && pwd)
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+
+routing="$state/dynamic_routing.json"
+if [ ! -e "$routing" ]; then
+    (umask 077 && cp "$root/etc/dynamic_routing.default.json" "$routing.tmp" && mv "$routing.tmp" "$routing")
+    echo "llmproxy: wrote a default routing file to $routing" >&2
+fi
+
+# lighttpd counts the request size cap in KiB; leave room for the JSON framing
+max_kb=$(( max_body / 1024 + 64 ))
+
+conf="$state/lighttpd.conf"
+sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
+    -e "s|@STATE@|$state|g" -e "s|@BIN@|$bin|g" -e "s|@PROCS@|$procs|g" \
+    -e "s|@MAX_REQUEST_KB@|$max_kb|g" \
+    "$root/etc/lighttpd.conf.in" > "$conf.tmp"
+mv "$conf.tmp" "$conf"
+[ "${LLMPROXY_CONFIG_ONLY:-0}" = 1 ] && exit 0
+
+lighttpd=$(command -v lighttpd || echo /usr/sbin/lighttpd)
+"$lighttpd" -tt -f "$conf" >/dev/null
+echo "llmproxy: serving on http://127.0.0.1:$port (state in $state); Ctrl-C stops" >&2
+exec "$lighttpd" -D -f "$conf"

@@ -1,0 +1,200 @@
+"""End-to-end harness: a real lighttpd running the responder, a fake upstream, a raw HTTP client."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write_routing(path, models):
+    """Replaces the routing file atomically (as the admin program does)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"Models": models}, f, indent=1)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def backend(name, url, keys=None, model=None, weight=1, enabled=True, timeout=None):
+    b = {"Name": name, "BaseUrl": url, "ApiKeys": keys if keys is not None else ["key-" + name],
+         "BackendModelName": model, "Weight": weight, "Enabled": enabled}
+    if timeout is not None:
+        b["TimeoutSeconds"] = timeout
+    return b
+
+
+class Lighttpd:
+    """lighttpd started through scripts/run.sh on a free port with its own state dir."""
+
+    def __init__(self, binary, procs=2, env=None):
+        self.state = tempfile.mkdtemp(prefix="llmproxy-e2e-")
+        self.port = free_port()
+        self.routing = os.path.join(self.state, "dynamic_routing.json")
+        self.errorlog = os.path.join(self.state, "error.log")
+        self.binary = binary
+        self.procs = procs
+        self.extra_env = env or {}
+        self.proc = None
+
+    def start(self, models=None):
+        if models is not None:
+            write_routing(self.routing, models)
+        env = dict(os.environ)
+        env.update({
+            "LLMPROXY_PORT": str(self.port),
+            "LLMPROXY_STATE_DIR": self.state,
+            "LLMPROXY_BIN": self.binary,
+            "LLMPROXY_PROCS": str(self.procs),
+            "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=0:log_path=" +
+                            os.path.join(self.state, "asan"),
+            "UBSAN_OPTIONS": "print_stacktrace=1:log_path=" + os.path.join(self.state, "ubsan"),
+        })
+        env.update(self.extra_env)
+        with open(self.errorlog, "ab") as log:
+            self.proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run.sh")], env=env,
+                                         stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                status, _, _ = request(self.port, "GET", "/health", timeout=2)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("lighttpd did not come up; log:\n" + self.log())
+
+    def responder_pids(self):
+        out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "--ppid", str(self.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(l.split()[0]) for l in out.splitlines() if "llmproxy" in l]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.errorlog, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def sanitizer_reports(self):
+        found = []
+        for name in os.listdir(self.state):
+            if name.startswith("asan") or name.startswith("ubsan"):
+                with open(os.path.join(self.state, name), errors="replace") as f:
+                    found.append(f.read())
+        text = self.log()
+        if any(m in text for m in SANITIZER_MARKS):
+            found.append(text)
+        return found
+
+
+class Response:
+    def __init__(self, status, headers, body, chunks, t_sent):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.chunks = chunks  # [(arrival time, bytes)]
+        self.t_sent = t_sent
+
+    def json(self):
+        return json.loads(self.body)
+
+    def events(self):
+        """SSE data payloads, in order."""
+        out = []
+        for block in self.body.decode().replace("\r\n", "\n").split("\n\n"):
+            for line in block.split("\n"):
+                if line.startswith("data: "):
+                    out.append(line[6:])
+        return out
+
+
+def _read_headers(sock, buf):
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(65536)
+        if not d:
+            raise OSError("connection closed before headers")
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for l in lines[1:]:
+        k, v = l.split(":", 1)
+        headers.setdefault(k.strip().lower(), []).append(v.strip())
+    return status, headers, rest
+
+
+def open_request(port, method, path, body=None, headers=None, timeout=30):
+    """Sends an HTTP/1.0 request (so the answer is not chunked) and returns the socket."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    h = {"Host": "127.0.0.1"}
+    if body is not None:
+        h["Content-Type"] = "application/json"
+        h["Content-Length"] = str(len(body))
+    h.update(headers or {})
+    req = "%s %s HTTP/1.0\r\n" % (method, path) + "".join("%s: %s\r\n" % kv for kv in h.items())
+    sock.sendall(req.encode() + b"\r\n" + (body or b""))
+    return sock
+
+
+def request(port, method, path, body=None, headers=None, timeout=30):
+    r = fetch(port, method, path, body, headers, timeout)
+    return r.status, r.headers, r.body
+
+
+def fetch(port, method, path, body=None, headers=None, timeout=30):
+    t_sent = time.time()
+    sock = open_request(port, method, path, body, headers, timeout)
+    try:
+        status, hdrs, rest = _read_headers(sock, b"")
+        chunks = [(time.time(), rest)] if rest else []
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                break
+            chunks.append((time.time(), d))
+    finally:
+        sock.close()
+    return Response(status, hdrs, b"".join(c for _, c in chunks), chunks, t_sent)
+
+
+def chat(port, model, stream=False, extra=None, headers=None, path="/v1/chat/completions",
+         timeout=30):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    body.update(extra or {})
+    return fetch(port, "POST", path, body, headers, timeout)

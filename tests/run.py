@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Runs every test: the unit tests (TAP programs), then the end-to-end suite
+through a real lighttpd. Ends with the line "N passed, M failed"."""
+
+import glob
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+
+passed = 0
+failed = 0
+failures = []
+
+
+def report(ok, name, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print("ok      %s" % name, flush=True)
+    else:
+        failed += 1
+        failures.append(name)
+        print("FAILED  %s" % name, flush=True)
+        if detail:
+            print("        " + detail.replace("\n", "\n        "), flush=True)
+
+
+def run_unit():
+    bins = sorted(glob.glob(os.path.join(ROOT, "build", "asan", "test_*")))
+    bins = [b for b in bins if os.access(b, os.X_OK) and not b.endswith((".o", ".d"))]
+    if not bins:
+        report(False, "unit tests built", "no unit test programs in build/asan")
+    for b in bins:
+        name = os.path.basename(b)
+        p = subprocess.run([b], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        seen = 0
+        for line in p.stdout.splitlines():
+            if line.startswith("ok ") or line.startswith("not ok "):
+                seen += 1
+                report(line.startswith("ok "), "%s: %s" % (name, line.split(" - ", 1)[-1]))
+        if p.returncode != 0 or seen == 0:
+            report(False, "%s exits cleanly" % name,
+                   "exit %d\n%s" % (p.returncode, (p.stderr or "")[-3000:]))
+
+
+def run_e2e():
+    from fake_upstream import FakeUpstream
+    from harness import Lighttpd
+    import test_proxy
+
+    up = FakeUpstream().start()
+    binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
+    srv = Lighttpd(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144"})
+    try:
+        srv.start({})
+    except Exception as e:  # noqa: BLE001
+        report(False, "e2e: lighttpd starts", str(e))
+        up.stop()
+        return
+    test_proxy.Env.server = srv
+    test_proxy.Env.up = up
+    only = os.environ.get("E2E_ONLY")
+    try:
+        for fn in test_proxy.TESTS:
+            if only and only not in fn.__name__:
+                continue
+            t0 = time.time()
+            try:
+                fn()
+                report(True, "e2e: %s (%.2fs)" % (fn.__name__, time.time() - t0))
+            except Exception:  # noqa: BLE001
+                report(False, "e2e: %s" % fn.__name__, traceback.format_exc()[-3000:])
+    finally:
+        srv.stop()
+        up.stop()
+    reports = srv.sanitizer_reports()
+    report(not reports, "e2e: no sanitizer reports from the responders",
+           "\n".join(reports)[-5000:])
+    if failed:
+        print("        (state and log kept in %s)" % srv.state)
+
+
+def main():
+    unit_only = "--unit-only" in sys.argv
+    e2e_only = "--e2e-only" in sys.argv
+    t0 = time.time()
+    if not e2e_only:
+        run_unit()
+    if not unit_only:
+        run_e2e()
+    print("")
+    if failures:
+        print("failed: " + ", ".join(failures))
+    print("took %.1fs" % (time.time() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

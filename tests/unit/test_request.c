@@ -1,0 +1,78 @@
+/* test_request.c - unit tests of request.c: strict JSON, model, stream, mapping */
+/* SPDX-License-Identifier: MIT */
+#include "../../fcgi/request.c"
+#include "tap.h"
+
+#include <stdlib.h>
+
+static enum request_status scan(const char *s, struct request_info *info)
+{
+    return request_scan(s, strlen(s), info, NULL);
+}
+
+int main(void)
+{
+    struct request_info in;
+    ok(scan("{\"model\":\"gpt-4o\",\"messages\":[]}", &in) == REQUEST_OK &&
+           strcmp(in.model, "gpt-4o") == 0 && !in.stream,
+       "simple body");
+    ok(scan(" {\"stream\":true, \"model\" : \"m\" } ", &in) == REQUEST_OK && in.stream,
+       "stream true");
+    ok(scan("{\"stream\":\"true\",\"model\":\"m\"}", &in) == REQUEST_OK && !in.stream,
+       "stream \"true\" is not true");
+    ok(scan("{\"inner\":{\"model\":\"x\"},\"model\":\"m\"}", &in) == REQUEST_OK &&
+           strcmp(in.model, "m") == 0,
+       "nested model ignored");
+    ok(scan("{\"mod\\u0065l\":\"m\\u002d1\"}", &in) == REQUEST_OK && strcmp(in.model, "m-1") == 0,
+       "escaped key and value decoded");
+    ok(scan("{\"model\":\"caf\\u00e9 \\ud83d\\ude00\"}", &in) == REQUEST_OK &&
+           strcmp(in.model, "caf\xc3\xa9 \xf0\x9f\x98\x80") == 0,
+       "unicode escapes and surrogate pairs");
+    ok(scan("{\"model\":\"a\\u0000b\"}", &in) == REQUEST_MODEL_BAD, "NUL in model rejected");
+    ok(scan("{\"model\":\"\"}", &in) == REQUEST_MODEL_BAD, "empty model rejected");
+    ok(scan("{\"model\":1}", &in) == REQUEST_MODEL_NOT_STRING, "numeric model");
+    ok(scan("{\"model\":null}", &in) == REQUEST_MODEL_NOT_STRING, "null model");
+    ok(scan("{\"messages\":[]}", &in) == REQUEST_NO_MODEL, "no model");
+    ok(scan("{\"model\":\"a\",\"model\":\"b\"}", &in) == REQUEST_DUP_MODEL, "duplicate model");
+    ok(scan("[1]", &in) == REQUEST_NOT_OBJECT, "array body");
+    ok(scan("\"x\"", &in) == REQUEST_NOT_OBJECT, "string body");
+    static const char *const bad[] = {
+        "",           "{",           "{\"model\":\"m\"",  "{\"model\":\"m\",}", "{'model':'m'}",
+        "{\"a\":01}", "{\"a\":1.}",  "{\"a\":-}",         "{\"a\":tru}",        "{\"a\":\"\\x\"}",
+        "{\"a\":\"\x01\"}", "{\"a\":[1,]}", "{\"model\":\"m\"} x", "{\"a\":\"\\u12\"}", "{\"a\" 1}",
+        "{\"a\":1e}", "{\"a\":NaN}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ok(scan(bad[i], &in) == REQUEST_BAD_JSON, "invalid JSON %zu rejected", i);
+    }
+    ok(scan("{\"a\":[-0.5e+10,1E-2,0,true,false,null,{},[]],\"model\":\"m\"}", &in) == REQUEST_OK,
+       "every JSON value kind");
+    /* depth */
+    char *deep = malloc(2 * REQUEST_MAX_DEPTH + 64);
+    size_t p = 0;
+    p += (size_t)sprintf(deep, "{\"model\":\"m\",\"x\":");
+    for (int i = 0; i < REQUEST_MAX_DEPTH + 5; i++) {
+        deep[p++] = '[';
+    }
+    deep[p] = '\0';
+    ok(request_scan(deep, p, &in, NULL) == REQUEST_TOO_DEEP, "nesting past the limit");
+    free(deep);
+    size_t off = 99;
+    ok(request_scan("{\"model\":x}", 11, &in, &off) == REQUEST_BAD_JSON && off == 9,
+       "error offset reported (%zu)", off);
+    /* not NUL-terminated input: scan must respect len */
+    const char buf[] = "{\"model\":\"m\"}GARBAGE";
+    ok(request_scan(buf, 13, &in, NULL) == REQUEST_OK, "length, not NUL, ends the body");
+
+    /* mapping */
+    const char *body = "{ \"model\" : \"short\", \"x\":1.50 }";
+    struct buf out;
+    buf_init(&out, 1024);
+    ok(scan(body, &in) == REQUEST_OK, "mapping input scans");
+    ok(request_map_model(body, strlen(body), &in, "org/long-name\"q", &out) == BUF_OK &&
+           strcmp(out.data, "{ \"model\" : \"org/long-name\\\"q\", \"x\":1.50 }") == 0,
+       "only the model value changes, escaped: %s", out.data);
+    buf_cleanup(&out);
+    ok(strlen(request_status_message(REQUEST_NO_MODEL)) > 0, "messages exist");
+    return tap_done();
+}
