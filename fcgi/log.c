@@ -28,8 +28,11 @@ void log_line(const char *text, size_t len)
     if (len > sizeof(line) - k - 1) {
         len = sizeof(line) - k - 1;
     }
-    memcpy(line + k, text, len);
-    k += len;
+    /* one line, whatever the text holds (model names come from clients) */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        line[k++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
     line[k++] = '\n';
     const char *p = line;
     while (k > 0) {
@@ -59,12 +62,6 @@ void log_msg(const char *level, const char *file, int line, const char *fmt, ...
     size_t len = (size_t)n + (m > 0 ? (size_t)m : 0);
     if (len >= sizeof(msg)) {
         len = sizeof(msg) - 1;
-    }
-    /* one line per message whatever the text holds */
-    for (size_t i = 0; i < len; i++) {
-        if (msg[i] == '\n' || msg[i] == '\r') {
-            msg[i] = ' ';
-        }
     }
     log_line(msg, len);
 }

@@ -484,26 +484,34 @@ def hot_reload_next_request_sees_change():
     assert served_by(chat(Env.port(), "hr")) == "v4"
 
 
+def _gone(pids):
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split()[2] != "Z":
+                    return False
+        except FileNotFoundError:
+            pass
+    return True
+
+
 @test
 def stopping_lighttpd_leaves_no_responder():
-    srv = Lighttpd(Env.server.binary, procs=2)
-    srv.start({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=a"))]}})
-    try:
-        pids = srv.responder_pids()
-        assert len(pids) == 2, pids
-        os.killpg(srv.proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole group
-        srv.proc.wait(timeout=10)
-
-        def gone():
-            for pid in pids:
-                try:
-                    with open("/proc/%d/stat" % pid) as f:
-                        if f.read().split()[2] != "Z":
-                            return False
-                except FileNotFoundError:
-                    pass
-            return True
-        assert wait_for(gone, 5), "responders still running: %s" % pids
-    finally:
-        srv.proc = None if srv.proc and srv.proc.poll() is not None else srv.proc
-        srv.stop()
+    # Ctrl-C on `make run` reaches the whole process group; a service manager
+    # sends SIGTERM to lighttpd alone; a crash kills lighttpd with SIGKILL
+    for how in ("group-sigint", "sigterm", "sigkill"):
+        srv = Lighttpd(Env.server.binary, procs=2)
+        srv.start({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=a"))]}})
+        try:
+            pids = srv.responder_pids()
+            assert len(pids) == 2, pids
+            assert chat(srv.port, "m").status == 200
+            if how == "group-sigint":
+                os.killpg(srv.proc.pid, signal.SIGINT)
+            else:
+                # run.sh exec'd lighttpd: the child pid is lighttpd
+                os.kill(srv.proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+            srv.proc.wait(timeout=10)
+            assert wait_for(lambda: _gone(pids), 5), "%s: responders still running: %s" % (how, pids)
+        finally:
+            srv.stop()

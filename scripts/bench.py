@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""make bench: llmproxy behind lighttpd against the same upstream reached directly
+and through lighttpd's own mod_proxy, measured side by side in one run.
+
+Variants are alternated round by round so machine noise hits all alike. The
+upstream is tests/bench/fastupstream (C, epoll); wrk is the load generator.
+Both are measured on their own ("direct") in the same run: when direct
+throughput is well above the proxied one, neither is the bottleneck.
+
+usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N]
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from harness import free_port, write_routing  # noqa: E402
+
+BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "Say hello."}],
+                   "max_tokens": 16})
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '%s'
+""" % BODY
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d did not open" % port)
+
+
+def start(cmd, env=None):
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def to_ms(v):
+    m = re.match(r"([0-9.]+)(us|ms|s)", v)
+    x = float(m.group(1))
+    return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
+
+
+def wrk(url, conns, seconds, script):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
+                          "-s", script, url], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]), "errors": errors}
+
+
+def stream_once(port, path, model="bench"):
+    """One streaming request; returns (ttfb ms, [per-chunk delay ms])."""
+    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           "Content-Length: %d\r\nConnection: close\r\n\r\n" % (path, len(body))).encode() + body
+    t0 = time.time()
+    s.sendall(req)
+    ttfb = None
+    delays = []
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        now = time.time()
+        if not d:
+            break
+        buf += d
+        for m in re.finditer(rb'"t":(\d+)', d):
+            if ttfb is None:
+                ttfb = (now - t0) * 1000
+            delays.append((now - int(m.group(1)) / 1e6) * 1000)
+        if b"[DONE]" in buf:
+            break
+    s.close()
+    return ttfb, delays
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--streams", type=int, default=200)
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="llmproxy-bench-")
+    script = os.path.join(work, "post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_LUA)
+    up_port = free_port()
+    procs = []
+    try:
+        procs.append(start([os.path.join(ROOT, "build", "bench", "fastupstream"), str(up_port)]))
+        wait_port(up_port)
+
+        # llmproxy behind lighttpd, as `make run` serves it
+        lp_port = free_port()
+        state = os.path.join(work, "state")
+        os.makedirs(state)
+        write_routing(os.path.join(state, "dynamic_routing.json"), {
+            "bench": {"Strategy": "Failover", "Backends": [{
+                "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/v1" % up_port, "ApiKeys": ["k"]}]},
+            "bench-stream": {"Strategy": "Failover", "Backends": [{
+                "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/stream/10/20/v1" % up_port,
+                "ApiKeys": ["k"]}]}})
+        env = dict(os.environ, LLMPROXY_PORT=str(lp_port), LLMPROXY_STATE_DIR=state)
+        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], env))
+        wait_port(lp_port)
+
+        # lighttpd's own mod_proxy to the same upstream: the floor for any proxy behind it
+        mp_port = free_port()
+        conf = os.path.join(work, "modproxy.conf")
+        with open(conf, "w") as f:
+            f.write('server.modules += ("mod_proxy")\nserver.bind = "127.0.0.1"\n'
+                    'server.port = %d\nserver.document-root = "%s"\n'
+                    'server.stream-response-body = 1\nserver.max-fds = 16384\n'
+                    'proxy.server = ("/" => (("host" => "127.0.0.1", "port" => %d)))\n'
+                    % (mp_port, work, up_port))
+        procs.append(start(["lighttpd", "-D", "-f", conf]))
+        wait_port(mp_port)
+        time.sleep(0.5)
+
+        variants = {
+            "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
+            "llmproxy": "http://127.0.0.1:%d/v1/chat/completions" % lp_port,
+            "mod_proxy": "http://127.0.0.1:%d/v1/chat/completions" % mp_port,
+        }
+        for url in variants.values():  # warm up connections and caches
+            wrk(url, 32, 1, script)
+        res = {(v, c): [] for v in variants for c in (1, 32)}
+        for r in range(args.rounds):
+            order = list(variants) if r % 2 == 0 else list(reversed(list(variants)))
+            for c in (1, 32):
+                for v in order:
+                    res[(v, c)].append(wrk(variants[v], c, args.seconds, script))
+            print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
+
+        def med(v, c, k):
+            return statistics.median(x[k] for x in res[(v, c)])
+
+        print("\nNon-streaming chat completion (%d rounds x %d s, wrk -t1, medians)"
+              % (args.rounds, args.seconds))
+        print("%-10s %5s %10s %9s %9s %7s" % ("variant", "conns", "req/s", "p50 ms", "p99 ms",
+                                               "errors"))
+        for c in (1, 32):
+            for v in variants:
+                print("%-10s %5d %10.0f %9.3f %9.3f %7d" % (
+                    v, c, med(v, c, "rps"), med(v, c, "p50"), med(v, c, "p99"),
+                    sum(x["errors"] for x in res[(v, c)])))
+        print("")
+        for c in (1, 32):
+            print("conns %2d: llmproxy/mod_proxy throughput %.2f; added latency over direct "
+                  "p50 %+.3f ms, p99 %+.3f ms; mod_proxy adds p50 %+.3f ms" % (
+                      c, med("llmproxy", c, "rps") / med("mod_proxy", c, "rps"),
+                      med("llmproxy", c, "p50") - med("direct", c, "p50"),
+                      med("llmproxy", c, "p99") - med("direct", c, "p99"),
+                      med("mod_proxy", c, "p50") - med("direct", c, "p50")))
+
+        # streaming: alternate direct and proxied requests one by one
+        ttfb = {"direct": [], "llmproxy": []}
+        delay = {"direct": [], "llmproxy": []}
+        paths = {"direct": (up_port, "/stream/10/20/v1/chat/completions"),
+                 "llmproxy": (lp_port, "/v1/chat/completions")}
+        for i in range(args.streams):
+            for v in (("direct", "llmproxy") if i % 2 == 0 else ("llmproxy", "direct")):
+                port, path = paths[v]
+                t, d = stream_once(port, path, "bench-stream")
+                ttfb[v].append(t)
+                delay[v].extend(d[1:])  # first chunk's delay is the TTFB story
+        print("\nStreaming (%d streams each, 10 chunks 20 ms apart, alternated)" % args.streams)
+        for v in ("direct", "llmproxy"):
+            print("%-10s TTFB p50 %.3f ms p99 %.3f ms; chunk delay p50 %.3f ms p99 %.3f ms" % (
+                v, pct(ttfb[v], 50), pct(ttfb[v], 99), pct(delay[v], 50), pct(delay[v], 99)))
+        print("added by llmproxy: TTFB p50 %+.3f ms p99 %+.3f ms; chunk delay p50 %+.3f ms "
+              "p99 %+.3f ms" % (
+                  pct(ttfb["llmproxy"], 50) - pct(ttfb["direct"], 50),
+                  pct(ttfb["llmproxy"], 99) - pct(ttfb["direct"], 99),
+                  pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
+                  pct(delay["llmproxy"], 99) - pct(delay["direct"], 99)))
+        print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
+    finally:
+        for p in reversed(procs):
+            stop(p)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown cpu"
+
+
+if __name__ == "__main__":
+    main()
