@@ -173,8 +173,10 @@ static bool parse_strategy(const cJSON *m, enum config_strategy *out)
     static const struct {
         const char *name;
         enum config_strategy s;
-    } names[] = {{"Failover", CONFIG_FAILOVER},     {"RoundRobin", CONFIG_ROUND_ROBIN},
-                 {"Round Robin", CONFIG_ROUND_ROBIN}, {"Weighted", CONFIG_WEIGHTED}};
+    } names[] = {{"Failover", CONFIG_FAILOVER},
+                 {"RoundRobin", CONFIG_ROUND_ROBIN},
+                 {"Round Robin", CONFIG_ROUND_ROBIN},
+                 {"Weighted", CONFIG_WEIGHTED}};
     for (size_t i = 0; i < ARRAY_LEN(names); i++) {
         if (strcasecmp(it->valuestring, names[i].name) == 0) {
             *out = names[i].s;
@@ -239,9 +241,8 @@ static int parse_backend(const cJSON *jb, struct config_backend *b, const char *
     }
     const char *bm = get_string(jb, "BackendModelName", &bad);
     if (bad || (bm != NULL && !value_ok(bm))) {
-        set_err(err, errlen,
-                "model '%s': backend '%s': BackendModelName must be a string or null", model,
-                name);
+        set_err(err, errlen, "model '%s': backend '%s': BackendModelName must be a string or null",
+                model, name);
         return -1;
     }
     if (bm != NULL && *bm != '\0') {

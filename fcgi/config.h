@@ -25,13 +25,13 @@ enum config_strategy {
 
 struct config_backend {
     char *name;
-    char *base_url;       /* without a trailing '/' */
-    char **keys;          /* nkeys strings; may be 0 (no Authorization sent) */
+    char *base_url; /* without a trailing '/' */
+    char **keys;    /* nkeys strings; may be 0 (no Authorization sent) */
     size_t nkeys;
-    char *model_name;     /* BackendModelName, NULL when not set */
-    unsigned weight;      /* 1..CONFIG_MAX_WEIGHT */
+    char *model_name; /* BackendModelName, NULL when not set */
+    unsigned weight;  /* 1..CONFIG_MAX_WEIGHT */
     bool enabled;
-    unsigned timeout_ms;  /* first-byte deadline */
+    unsigned timeout_ms; /* first-byte deadline */
 };
 
 struct config_model {

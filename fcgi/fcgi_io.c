@@ -87,8 +87,8 @@ int fcgi_io_read_body(struct fcgi_client *c, struct buf *out)
             room = out->cap - out->len;
             if (room == 0) {
                 char probe;
-                int n = c->cgi ? (int)fread(&probe, 1, 1, stdin)
-                               : FCGX_GetStr(&probe, 1, c->req.in);
+                int n =
+                    c->cgi ? (int)fread(&probe, 1, 1, stdin) : FCGX_GetStr(&probe, 1, c->req.in);
                 return n > 0 ? BUF_TOOBIG : 0;
             }
             dst = buf_reserve(out, room);
@@ -120,8 +120,8 @@ int fcgi_io_write(struct fcgi_client *c, const void *p, size_t n)
     }
     while (n > 0) {
         int chunk = n > 1 << 30 ? 1 << 30 : (int)n;
-        int w = c->cgi ? (int)fwrite(p, 1, (size_t)chunk, stdout)
-                       : FCGX_PutStr(p, chunk, c->req.out);
+        int w =
+            c->cgi ? (int)fwrite(p, 1, (size_t)chunk, stdout) : FCGX_PutStr(p, chunk, c->req.out);
         if (w != chunk) {
             c->broken = 1;
             return -1;

@@ -55,9 +55,12 @@ const char *http_upstream_header(const char *cgi_name)
         const char *cgi;
         const char *name;
     } map[] = {
-        {"CONTENT_TYPE", "Content-Type"},        {"HTTP_ACCEPT", "Accept"},
-        {"HTTP_USER_AGENT", "User-Agent"},       {"HTTP_OPENAI_BETA", "OpenAI-Beta"},
-        {"HTTP_HTTP_REFERER", "HTTP-Referer"},   {"HTTP_X_TITLE", "X-Title"},
+        {"CONTENT_TYPE", "Content-Type"},
+        {"HTTP_ACCEPT", "Accept"},
+        {"HTTP_USER_AGENT", "User-Agent"},
+        {"HTTP_OPENAI_BETA", "OpenAI-Beta"},
+        {"HTTP_HTTP_REFERER", "HTTP-Referer"},
+        {"HTTP_X_TITLE", "X-Title"},
         {"HTTP_X_STAINLESS_LANG", "X-Stainless-Lang"},
     };
     for (size_t i = 0; i < ARRAY_LEN(map); i++) {
@@ -121,9 +124,10 @@ long http_retry_after(const char *value, size_t len, time_t now, long cap)
     int d, y, hh, mm, ss;
     char mon[4], wd[4];
     int used = 0;
-    if (sscanf(v, "%3[A-Za-z], %d %3s %d %d:%d:%d GMT%n", wd, &d, mon, &y, &hh, &mm, &ss, &used) != 7 ||
-        used != (int)len || month(mon) < 0 || d < 1 || d > 31 || y < 1970 || y > 9999 ||
-        hh > 23 || mm > 59 || ss > 60 || hh < 0 || mm < 0 || ss < 0) {
+    if (sscanf(v, "%3[A-Za-z], %d %3s %d %d:%d:%d GMT%n", wd, &d, mon, &y, &hh, &mm, &ss, &used) !=
+            7 ||
+        used != (int)len || month(mon) < 0 || d < 1 || d > 31 || y < 1970 || y > 9999 || hh > 23 ||
+        mm > 59 || ss > 60 || hh < 0 || mm < 0 || ss < 0) {
         return -1;
     }
     long t = days_from_civil(y, (unsigned)month(mon) + 1, (unsigned)d) * 86400L + hh * 3600L +

@@ -28,7 +28,7 @@
 #define RETRY_AFTER_CAP 3600
 /* Client headers copied upstream (see http_upstream_header). */
 static const char *const forwarded_params[] = {
-    "CONTENT_TYPE",      "HTTP_ACCEPT", "HTTP_USER_AGENT",       "HTTP_OPENAI_BETA",
+    "CONTENT_TYPE",      "HTTP_ACCEPT",  "HTTP_USER_AGENT",       "HTTP_OPENAI_BETA",
     "HTTP_HTTP_REFERER", "HTTP_X_TITLE", "HTTP_X_STAINLESS_LANG",
 };
 #define MAX_UPSTREAM_HEADERS (ARRAY_LEN(forwarded_params) + 3)
@@ -72,8 +72,8 @@ struct request_ctx {
     struct buf body;
     struct buf mapped; /* body with the backend's model name */
     struct request_info info;
-    struct buf hdr_store;                         /* "Name: value\0" lines */
-    const char *hdrs[MAX_UPSTREAM_HEADERS + 1];   /* [0] is Authorization */
+    struct buf hdr_store;                       /* "Name: value\0" lines */
+    const char *hdrs[MAX_UPSTREAM_HEADERS + 1]; /* [0] is Authorization */
     char auth[CONFIG_MAX_STRING + 32];
     struct buf url;
 
@@ -211,8 +211,9 @@ static void log_simple(struct proxy *px, const char *method, const char *path, i
 {
     char line[600];
     unsigned long id = __atomic_add_fetch(&px->next_id, 1, __ATOMIC_RELAXED);
-    int n = snprintf(line, sizeof(line), "req=%x-%lx %s %.256s status=%d ms=%.2f", (unsigned)getpid(),
-                     id, method, path, status, (double)(now_us() - t0) / 1000.0);
+    int n =
+        snprintf(line, sizeof(line), "req=%x-%lx %s %.256s status=%d ms=%.2f", (unsigned)getpid(),
+                 id, method, path, status, (double)(now_us() - t0) / 1000.0);
     log_line(line, (size_t)n);
 }
 
@@ -407,8 +408,8 @@ static void attempt_failed(struct request_ctx *ctx, enum failure why, const char
     log_attempt(ctx, outcome);
     /* a key's own trouble (rejected, rate limited) tries the backend's next
      * key; anything else moves on to the next backend */
-    int key_trouble = why == FAIL_STATUS &&
-                      (ctx->status == 401 || ctx->status == 403 || ctx->status == 429);
+    int key_trouble =
+        why == FAIL_STATUS && (ctx->status == 401 || ctx->status == 403 || ctx->status == 429);
     if (!key_trouble) {
         ctx->oi++;
         ctx->key_tries = 0;
@@ -800,8 +801,8 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
         snprintf(msg, sizeof(msg), "The request body could not be read.");
     } else {
         size_t off = 0;
-        enum request_status st = request_scan(ctx->body.data ? ctx->body.data : "", ctx->body.len,
-                                              &ctx->info, &off);
+        enum request_status st =
+            request_scan(ctx->body.data ? ctx->body.data : "", ctx->body.len, &ctx->info, &off);
         if (st != REQUEST_OK) {
             status = 400;
             if (st == REQUEST_BAD_JSON) {
@@ -839,7 +840,8 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
         ctx_free(ctx);
         return;
     }
-    uint64_t ticket = route_uses_ticket(ctx->model) ? state_next(px->st, ctx->model->name, NULL) : 0;
+    uint64_t ticket =
+        route_uses_ticket(ctx->model) ? state_next(px->st, ctx->model->name, NULL) : 0;
     ctx->norder = route_order(ctx->model, ticket, ctx->order, ARRAY_LEN(ctx->order));
     ctx->query = fcgi_io_param(c, "QUERY_STRING");
     prepare_headers(ctx);

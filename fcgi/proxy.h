@@ -12,10 +12,10 @@ struct state;
 
 /* Tunables, read from the environment by proxy_settings_from_env. */
 struct proxy_settings {
-    size_t max_body;          /* LLMPROXY_MAX_BODY_BYTES, default 16 MiB */
-    long connect_timeout_ms;  /* LLMPROXY_CONNECT_TIMEOUT_MS, default 5000 */
-    unsigned max_attempts;    /* LLMPROXY_MAX_ATTEMPTS, default 16 */
-    size_t hold_max;          /* bytes held before the first event decides, 4 MiB */
+    size_t max_body;         /* LLMPROXY_MAX_BODY_BYTES, default 16 MiB */
+    long connect_timeout_ms; /* LLMPROXY_CONNECT_TIMEOUT_MS, default 5000 */
+    unsigned max_attempts;   /* LLMPROXY_MAX_ATTEMPTS, default 16 */
+    size_t hold_max;         /* bytes held before the first event decides, 4 MiB */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);

@@ -141,11 +141,21 @@ static bool decode_string(const char *p, size_t len, char *out, size_t cap)
         p++;
         unsigned cp;
         switch (*p) {
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
         case 'u':
             cp = (unsigned)hex4(p + 1);
             p += 4;
@@ -157,7 +167,9 @@ static bool decode_string(const char *p, size_t len, char *out, size_t cap)
                 }
             }
             break;
-        default: cp = (unsigned char)*p; break;
+        default:
+            cp = (unsigned char)*p;
+            break;
         }
         if (cp == 0) {
             return false;

@@ -14,20 +14,20 @@
 
 enum request_status {
     REQUEST_OK = 0,
-    REQUEST_BAD_JSON = -1,        /* not valid JSON */
-    REQUEST_NOT_OBJECT = -2,      /* valid JSON but not an object */
-    REQUEST_NO_MODEL = -3,        /* no top-level "model" */
+    REQUEST_BAD_JSON = -1,   /* not valid JSON */
+    REQUEST_NOT_OBJECT = -2, /* valid JSON but not an object */
+    REQUEST_NO_MODEL = -3,   /* no top-level "model" */
     REQUEST_MODEL_NOT_STRING = -4,
-    REQUEST_DUP_MODEL = -5,       /* "model" given twice: ambiguous */
+    REQUEST_DUP_MODEL = -5, /* "model" given twice: ambiguous */
     REQUEST_TOO_DEEP = -6,
-    REQUEST_MODEL_BAD = -7,       /* empty, too long or holds NUL */
+    REQUEST_MODEL_BAD = -7, /* empty, too long or holds NUL */
 };
 
 struct request_info {
     size_t model_off; /* byte span of the model's JSON string, quotes included */
     size_t model_len;
     char model[CONFIG_MAX_MODEL_NAME + 1]; /* decoded */
-    bool stream;                          /* top-level "stream": true (last one wins) */
+    bool stream;                           /* top-level "stream": true (last one wins) */
 };
 
 /* One strict pass over a body (RFC 8259, no allocation). Fills info on

@@ -102,7 +102,7 @@ enum sse_result sse_peek_feed(struct sse_peek *p, const char *buf, size_t len, s
         if (p->has_data) {
             *end = p->pos;
             return (p->named_error || sse_is_error_payload(p->data.data, p->data.len)) ? SSE_ERROR
-                                                                                         : SSE_DATA;
+                                                                                       : SSE_DATA;
         }
         p->named_error = 0;
         buf_reset(&p->data);

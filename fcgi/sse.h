@@ -17,7 +17,7 @@ enum sse_result {
  * bytes of an upstream stream). Comment-only events (": keep-alive") are
  * skipped: the first event that carries data decides. */
 struct sse_peek {
-    size_t pos;      /* offset of the first byte not yet parsed */
+    size_t pos; /* offset of the first byte not yet parsed */
     int has_data;
     int named_error; /* "event: error" seen in the current event */
     struct buf data; /* the current event's data, joined by '\n' */

@@ -17,12 +17,12 @@ struct upstream_watch;
 /* How a transfer ended; CURLcode is mapped to these here and nowhere else. */
 enum upstream_result {
     UPSTREAM_OK = 0,
-    UPSTREAM_CONNECT,  /* refused, unreachable, reset before an answer */
-    UPSTREAM_DNS,      /* name did not resolve */
-    UPSTREAM_TLS,      /* handshake or certificate failure */
-    UPSTREAM_TIMEOUT,  /* connect timeout */
-    UPSTREAM_ABORTED,  /* a callback asked to stop */
-    UPSTREAM_BROKEN,   /* the answer broke off (receive error, bad framing) */
+    UPSTREAM_CONNECT, /* refused, unreachable, reset before an answer */
+    UPSTREAM_DNS,     /* name did not resolve */
+    UPSTREAM_TLS,     /* handshake or certificate failure */
+    UPSTREAM_TIMEOUT, /* connect timeout */
+    UPSTREAM_ABORTED, /* a callback asked to stop */
+    UPSTREAM_BROKEN,  /* the answer broke off (receive error, bad framing) */
     UPSTREAM_OTHER,
 };
 

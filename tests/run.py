@@ -48,6 +48,20 @@ def run_unit():
                    "exit %d\n%s" % (p.returncode, (p.stderr or "")[-3000:]))
 
 
+def run_format():
+    """The C sources follow .clang-format (STYLE.md: CI checks it)."""
+    import shutil
+    cf = shutil.which("clang-format")
+    if cf is None:
+        print("skip    clang-format not installed", flush=True)
+        return
+    files = sorted(glob.glob(os.path.join(ROOT, "fcgi", "*.[ch]")) +
+                   glob.glob(os.path.join(ROOT, "tests", "unit", "*.[ch]")) +
+                   glob.glob(os.path.join(ROOT, "tests", "bench", "*.c")))
+    p = subprocess.run([cf, "--dry-run", "-Werror"] + files, capture_output=True, text=True)
+    report(p.returncode == 0, "C sources are clang-formatted (make format)", p.stderr[-2000:])
+
+
 def run_e2e():
     from fake_upstream import FakeUpstream
     from harness import Lighttpd
@@ -90,6 +104,7 @@ def main():
     e2e_only = "--e2e-only" in sys.argv
     t0 = time.time()
     if not e2e_only:
+        run_format()
         run_unit()
     if not unit_only:
         run_e2e()

@@ -30,8 +30,8 @@
 struct conn {
     char in[IN_MAX];
     size_t inlen;
-    int streaming;      /* events left to send, -1 when not streaming */
-    int sent;           /* events sent */
+    int streaming; /* events left to send, -1 when not streaming */
+    int sent;      /* events sent */
     int gap_ms;
     int64_t next_at_ms; /* monotonic */
 };
@@ -221,7 +221,8 @@ int main(int argc, char **argv)
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1])),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)atoi(argv[1])),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(ls, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(ls, 4096) != 0) {
         perror("bind/listen");

@@ -43,7 +43,8 @@ int main(void)
         const struct config_model *m = config_find(c, "general-model-name-for-client");
         ok(m != NULL && m->nbackends == 2, "seed: one model, two backends");
         ok(m && m->strategy == CONFIG_FAILOVER, "seed: Failover");
-        ok(m && m->backends[0].nkeys == 2 && strcmp(m->backends[0].keys[1], "key2_for_provider1") == 0,
+        ok(m && m->backends[0].nkeys == 2 &&
+               strcmp(m->backends[0].keys[1], "key2_for_provider1") == 0,
            "seed: keys kept in order");
         ok(m && strcmp(m->backends[0].model_name, "provider1-specific-model-name") == 0,
            "seed: BackendModelName");
@@ -106,10 +107,12 @@ int main(void)
     expect_error("{\"Models\":{\"m\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\","
                  "\"ApiKeys\":[\"sk-secret\",5]}]}}}",
                  "ApiKeys[1]", "non-string key");
-    expect_error("{\"Models\":{\"../etc\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]}}}",
-                 "invalid", "model name with ..");
-    expect_error("{\"Models\":{\"a b\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]}}}",
-                 "invalid", "model name with a space");
+    expect_error(
+        "{\"Models\":{\"../etc\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]}}}",
+        "invalid", "model name with ..");
+    expect_error(
+        "{\"Models\":{\"a b\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]}}}",
+        "invalid", "model name with a space");
     expect_error("{\"Models\":{\"m\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]},"
                  "\"m\":{\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://h\"}]}}}",
                  "defined twice", "duplicate model");

@@ -37,10 +37,23 @@ int main(void)
     ok(scan("[1]", &in) == REQUEST_NOT_OBJECT, "array body");
     ok(scan("\"x\"", &in) == REQUEST_NOT_OBJECT, "string body");
     static const char *const bad[] = {
-        "",           "{",           "{\"model\":\"m\"",  "{\"model\":\"m\",}", "{'model':'m'}",
-        "{\"a\":01}", "{\"a\":1.}",  "{\"a\":-}",         "{\"a\":tru}",        "{\"a\":\"\\x\"}",
-        "{\"a\":\"\x01\"}", "{\"a\":[1,]}", "{\"model\":\"m\"} x", "{\"a\":\"\\u12\"}", "{\"a\" 1}",
-        "{\"a\":1e}", "{\"a\":NaN}",
+        "",
+        "{",
+        "{\"model\":\"m\"",
+        "{\"model\":\"m\",}",
+        "{'model':'m'}",
+        "{\"a\":01}",
+        "{\"a\":1.}",
+        "{\"a\":-}",
+        "{\"a\":tru}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"\x01\"}",
+        "{\"a\":[1,]}",
+        "{\"model\":\"m\"} x",
+        "{\"a\":\"\\u12\"}",
+        "{\"a\" 1}",
+        "{\"a\":1e}",
+        "{\"a\":NaN}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ok(scan(bad[i], &in) == REQUEST_BAD_JSON, "invalid JSON %zu rejected", i);

@@ -28,7 +28,8 @@ int main(void)
         "\"f\":{\"Strategy\":\"Failover\",\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://a\"},"
         "{\"Name\":\"b\",\"BaseUrl\":\"http://b\",\"Enabled\":false},{\"Name\":\"c\",\"BaseUrl\":"
         "\"http://c\"}]},"
-        "\"r\":{\"Strategy\":\"RoundRobin\",\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://a\"},"
+        "\"r\":{\"Strategy\":\"RoundRobin\",\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://"
+        "a\"},"
         "{\"Name\":\"b\",\"BaseUrl\":\"http://b\"},{\"Name\":\"c\",\"BaseUrl\":\"http://c\"}]},"
         "\"w\":{\"Strategy\":\"Weighted\",\"Backends\":[{\"Name\":\"a\",\"BaseUrl\":\"http://a\","
         "\"Weight\":5},{\"Name\":\"b\",\"BaseUrl\":\"http://b\",\"Weight\":1},{\"Name\":\"c\","
@@ -79,10 +80,9 @@ int main(void)
         }
     }
     ok(counts[0] == 500 && counts[1] == 100 && counts[2] == 0 && counts[3] == 200,
-       "weighted: exact proportions 5:1:2 over 800 (%d %d %d %d)", counts[0], counts[1],
-       counts[2], counts[3]);
-    ok(maxrun <= 3, "weighted: smooth, the heavy one never runs more than 3 in a row (%d)",
-       maxrun);
+       "weighted: exact proportions 5:1:2 over 800 (%d %d %d %d)", counts[0], counts[1], counts[2],
+       counts[3]);
+    ok(maxrun <= 3, "weighted: smooth, the heavy one never runs more than 3 in a row (%d)", maxrun);
     const struct config_model *g = config_find(c, "g");
     ok(g->wseq_len == 5, "weighted: weights reduced by their gcd (600:400 -> 3:2)");
 
