@@ -10,16 +10,19 @@ SAN     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-om
 DEPFLAGS = -MMD -MP
 LIBS    := -lfcgi -lcurl -lcjson -lpthread
 
-# modules shared by the programs and the unit tests
-CORE    := buf log config route state request sse http snapshot
-PROXY   := $(CORE) fcgi_io upstream proxy proxy_main
-UNITS   := buf config route state request sse http
+# the pure modules (no libfcgi, no libcurl): unit tests link them all
+CORE    := buf log config route state request sse http snapshot auth store
+PROXY   := buf log config route state request sse http snapshot fcgi_io upstream proxy proxy_main
+ADMIN   := buf log config state auth store fcgi_io admin admin_main
+UNITS   := buf config route state request sse http snapshot auth store
 
 REL_DIR := build/release
 SAN_DIR := build/asan
 
 PROXY_REL := cgi-bin/llmproxy.fcgi
 PROXY_SAN := $(SAN_DIR)/llmproxy.fcgi
+ADMIN_REL := cgi-bin/llmproxy-admin.fcgi
+ADMIN_SAN := $(SAN_DIR)/llmproxy-admin.fcgi
 UNIT_BINS := $(UNITS:%=$(SAN_DIR)/test_%)
 
 export LLMPROXY_PORT ?= 1852
@@ -27,7 +30,7 @@ export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
 
 .PHONY: all deps run test unit e2e bench clean format check-format
 
-all: $(PROXY_REL)
+all: $(PROXY_REL) $(ADMIN_REL)
 
 deps:
 	@scripts/deps.sh build
@@ -47,6 +50,12 @@ $(PROXY_REL): $(PROXY:%=$(REL_DIR)/%.o)
 $(PROXY_SAN): $(PROXY:%=$(SAN_DIR)/%.o)
 	$(CC) $(SAN) $^ -o $@ $(LIBS)
 
+$(ADMIN_REL): $(ADMIN:%=$(REL_DIR)/%.o)
+	$(CC) $(OPT) $^ -o $@ $(LIBS)
+
+$(ADMIN_SAN): $(ADMIN:%=$(SAN_DIR)/%.o)
+	$(CC) $(SAN) $^ -o $@ $(LIBS)
+
 # each unit test includes the module it tests, and links the other core modules
 $(SAN_DIR)/test_%: $(SAN_DIR)/test_%.o $(CORE:%=$(SAN_DIR)/%.o)
 	$(CC) $(SAN) $< $(filter-out $(SAN_DIR)/$*.o,$(CORE:%=$(SAN_DIR)/%.o)) -o $@ $(LIBS)
@@ -54,24 +63,30 @@ $(SAN_DIR)/test_%: $(SAN_DIR)/test_%.o $(CORE:%=$(SAN_DIR)/%.o)
 $(REL_DIR) $(SAN_DIR):
 	@mkdir -p $@
 
-run: deps $(PROXY_REL)
+run: deps $(PROXY_REL) $(ADMIN_REL)
 	@scripts/run.sh
 
 test: 
 	@scripts/deps.sh test
-	@$(MAKE) --no-print-directory $(PROXY_REL) $(PROXY_SAN) $(UNIT_BINS)
+	@$(MAKE) -s --no-print-directory $(PROXY_REL) $(ADMIN_REL) $(PROXY_SAN) $(ADMIN_SAN) $(UNIT_BINS)
 	@python3 tests/run.py
 
 unit: $(UNIT_BINS)
 	@python3 tests/run.py --unit-only
 
-bench: deps $(PROXY_REL) build/bench/fastupstream
+bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/snapshot_cost
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
 build/bench/fastupstream: tests/bench/fastupstream.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -g $< -o $@ -lpthread
+
+# the hot-reload check's cost per request, optimised as in the release build
+build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 -Ifcgi -Itests/unit tests/unit/test_snapshot.c fcgi/buf.c fcgi/log.c \
+		fcgi/config.c fcgi/route.c fcgi/state.c -o $@ -lcjson -lpthread
 
 format:
 	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c
@@ -80,6 +95,6 @@ check-format:
 	clang-format --dry-run -Werror fcgi/*.c fcgi/*.h
 
 clean:
-	rm -rf build $(PROXY_REL)
+	rm -rf build $(PROXY_REL) $(ADMIN_REL)
 
 -include $(wildcard $(REL_DIR)/*.d $(SAN_DIR)/*.d)

@@ -54,6 +54,21 @@ bool config_model_name_ok(const char *name)
     return true;
 }
 
+void config_mask_key(const char *key, char *out, size_t n)
+{
+    size_t len = strlen(key);
+    if (len >= CONFIG_MASK_MIN_LEN) {
+        snprintf(out, n, "%s%s", CONFIG_MASK_PREFIX, key + len - 4);
+    } else {
+        snprintf(out, n, "%s", CONFIG_MASK_PREFIX);
+    }
+}
+
+bool config_is_masked(const char *s)
+{
+    return strncmp(s, CONFIG_MASK_PREFIX, strlen(CONFIG_MASK_PREFIX)) == 0;
+}
+
 /* No control characters that could split a header or a log line. */
 static bool value_ok(const char *s)
 {

@@ -65,4 +65,13 @@ bool config_model_name_ok(const char *name);
 
 const char *config_strategy_name(enum config_strategy s);
 
+/* Masked form of an API key, as the admin API shows it: CONFIG_MASK_PREFIX
+ * and, for keys of at least CONFIG_MASK_MIN_LEN characters, their last 4.
+ * Writes at most n bytes (n >= 9) to out. */
+#define CONFIG_MASK_PREFIX "****"
+#define CONFIG_MASK_MIN_LEN 12
+void config_mask_key(const char *key, char *out, size_t n);
+/* True when s has the masked form (it cannot then be a real key). */
+bool config_is_masked(const char *s);
+
 #endif

@@ -121,7 +121,7 @@ int main(int argc, char **argv)
         LOG_WARN("runtime state unavailable, counters are per process: %s", err);
     }
     snprintf(path, sizeof(path), "%s/dynamic_routing.json", dir);
-    snapshot_init(path);
+    snapshot_init(path, st);
 
     struct proxy_settings set;
     proxy_settings_from_env(&set);

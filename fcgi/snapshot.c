@@ -4,6 +4,7 @@
 #include "snapshot.h"
 #include "log.h"
 #include "route.h"
+#include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char *file_path;
 static struct snapshot *current;
 static struct file_id seen; /* identity of the file last tried, good or bad */
+static struct state *shared;
+static uint64_t seen_generation;
 
 static struct file_id file_id_of(const struct stat *sb)
 {
@@ -104,11 +107,13 @@ out:
     return cfg;
 }
 
-void snapshot_init(const char *path)
+void snapshot_init(const char *path, struct state *st)
 {
     pthread_mutex_lock(&lock);
     free(file_path);
     file_path = xstrdup(path);
+    shared = st;
+    seen_generation = state_peek(st, STATE_CONFIG_GENERATION, NULL);
     memset(&seen, 0, sizeof(seen));
     struct config *cfg = load(&seen);
     struct snapshot *old = current;
@@ -132,6 +137,8 @@ struct snapshot *snapshot_acquire(void)
 {
     struct stat sb;
     struct file_id now = {0};
+    /* the counter first: a change counted before our stat() is then seen */
+    uint64_t gen = state_peek(shared, STATE_CONFIG_GENERATION, NULL);
     if (file_path != NULL && stat(file_path, &sb) == 0) {
         now = file_id_of(&sb);
     }
@@ -139,7 +146,8 @@ struct snapshot *snapshot_acquire(void)
     if (current == NULL) {
         current = snapshot_new(NULL);
     }
-    if (file_path != NULL && !same_id(&now, &seen)) {
+    if (file_path != NULL && (!same_id(&now, &seen) || gen != seen_generation)) {
+        seen_generation = gen;
         /* changed (or first seen): the identity is recorded even when the
          * new file is bad, so a bad file is reported once, not per request */
         struct file_id id = now;

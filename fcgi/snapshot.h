@@ -13,13 +13,17 @@ struct snapshot {
     unsigned long refs; /* atomic */
 };
 
-/* Remember the file to watch and load it once. */
-void snapshot_init(const char *path);
+struct state;
+
+/* Remember the file to watch and load it once. st (may be NULL) carries
+ * the admin program's change counter (STATE_CONFIG_GENERATION). */
+void snapshot_init(const char *path, struct state *st);
 /* Drop the current snapshot (at exit). */
 void snapshot_cleanup(void);
 
 /* The current snapshot, reloaded first if the file changed on disk (one
- * stat() per call). Never NULL. Give it back with snapshot_release. */
+ * stat() and one shared-counter read per call). Never NULL. Give it back
+ * with snapshot_release. */
 struct snapshot *snapshot_acquire(void);
 void snapshot_release(struct snapshot *s);
 

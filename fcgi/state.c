@@ -118,16 +118,24 @@ static struct slot *find_slot(struct slot *slots, uint64_t key)
     return NULL;
 }
 
-uint64_t state_next(struct state *st, const char *a, const char *b)
+static uint64_t name_key(const char *a, const char *b)
 {
     uint64_t key = fnv(0xcbf29ce484222325ull, a);
     if (b != NULL) {
         key = fnv(key, b);
     }
-    if (key == 0) {
-        key = 1;
-    }
-    struct slot *s = find_slot(st != NULL ? st->f->slots : private_slots, key);
+    return key == 0 ? 1 : key;
+}
+
+uint64_t state_peek(struct state *st, const char *a, const char *b)
+{
+    struct slot *s = find_slot(st != NULL ? st->f->slots : private_slots, name_key(a, b));
+    return s != NULL ? __atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) : 0;
+}
+
+uint64_t state_next(struct state *st, const char *a, const char *b)
+{
+    struct slot *s = find_slot(st != NULL ? st->f->slots : private_slots, name_key(a, b));
     if (s == NULL) {
         /* table full: share one overflow counter rather than fail */
         s = &private_slots[0];

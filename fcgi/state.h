@@ -22,6 +22,13 @@ void state_close(struct state *st);
  * value. b may be NULL. */
 uint64_t state_next(struct state *st, const char *a, const char *b);
 
+/* Reads the counter named (a, b) without changing it (0 if never used). */
+uint64_t state_peek(struct state *st, const char *a, const char *b);
+
+/* The counter the admin program bumps after every change it writes to the
+ * routing file, so responders notice even a change that stat() cannot see. */
+#define STATE_CONFIG_GENERATION "config-generation"
+
 /* Number of slots in the table (for tests). */
 #define STATE_SLOTS 4096
 

@@ -219,6 +219,11 @@ def main():
                   pct(ttfb["llmproxy"], 99) - pct(ttfb["direct"], 99),
                   pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
                   pct(delay["llmproxy"], 99) - pct(delay["direct"], 99)))
+        cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
+                              capture_output=True, text=True).stdout
+        for line in cost.splitlines():
+            if line.startswith("#"):
+                print("\nhot-reload check (stat + change counter), -O2:" + line[1:].split(":", 1)[1])
         print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
     finally:
         for p in reversed(procs):

@@ -20,9 +20,27 @@ test|bench)
     have_cmd curl || need="$need curl"
     ;;
 esac
+if [ "$what" = test ]; then
+    # the admin page's browser test: Debian's chromium driven by playwright-core
+    have_cmd chromium || need="$need chromium"
+    have_cmd node || need="$need nodejs"
+    have_cmd npm || need="$need npm"
+    have_cmd clang-format || need="$need clang-format"
+fi
 [ "$what" = bench ] && { have_cmd wrk || need="$need wrk"; }
 
-[ -z "$need" ] && exit 0
+npm_deps() {
+    [ "$what" = test ] || return 0
+    dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e"
+    [ -d "$dir/node_modules/playwright-core" ] && return 0
+    echo "llmproxy: installing playwright-core (npm) for the browser test" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+if [ -z "$need" ]; then
+    npm_deps
+    exit 0
+fi
 echo "llmproxy: installing missing packages:$need" >&2
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=""
@@ -36,3 +54,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+npm_deps

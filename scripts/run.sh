@@ -4,6 +4,8 @@
 #   LLMPROXY_STATE_DIR   routing file, runtime state, sockets, pid file (./var)
 #   LLMPROXY_PROCS       responder processes (2)
 #   LLMPROXY_BIN         responder program (cgi-bin/llmproxy.fcgi)
+#   LLMPROXY_ADMIN_BIN   admin program (cgi-bin/llmproxy-admin.fcgi)
+#   LLMPROXY_ADMIN_TOKEN admin token (default: generated once into the state dir)
 #   LLMPROXY_CONFIG_ONLY=1  write the config and exit
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,17 +13,31 @@ port=${LLMPROXY_PORT:-1852}
 state=${LLMPROXY_STATE_DIR:-$root/var}
 procs=${LLMPROXY_PROCS:-2}
 bin=${LLMPROXY_BIN:-$root/cgi-bin/llmproxy.fcgi}
+admin_bin=${LLMPROXY_ADMIN_BIN:-$root/cgi-bin/llmproxy-admin.fcgi}
 max_body=${LLMPROXY_MAX_BODY_BYTES:-16777216}
 
 mkdir -p "$state/tmp"
 chmod 700 "$state"
 state=$(cd "$state" && pwd)
 case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+case "$admin_bin" in /*) ;; *) admin_bin="$root/$admin_bin" ;; esac
 
 routing="$state/dynamic_routing.json"
 if [ ! -e "$routing" ]; then
     (umask 077 && cp "$root/etc/dynamic_routing.default.json" "$routing.tmp" && mv "$routing.tmp" "$routing")
     echo "llmproxy: wrote a default routing file to $routing" >&2
+fi
+if ! LLMPROXY_STATE_DIR="$state" "$admin_bin" --check; then
+    echo "llmproxy: WARNING: the routing file is invalid; it is left untouched and" \
+         "the proxy serves no models until it is fixed" >&2
+fi
+if [ -z "${LLMPROXY_ADMIN_TOKEN:-}" ]; then
+    token=$(LLMPROXY_STATE_DIR="$state" "$admin_bin" --init-token)
+    if [ -n "$token" ]; then
+        echo "llmproxy: admin token (shown this once; kept in $state/admin.token): $token" >&2
+    else
+        echo "llmproxy: admin token: see $state/admin.token" >&2
+    fi
 fi
 
 # lighttpd counts the request size cap in KiB; leave room for the JSON framing
@@ -29,7 +45,7 @@ max_kb=$(( max_body / 1024 + 64 ))
 
 conf="$state/lighttpd.conf"
 sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
-    -e "s|@STATE@|$state|g" -e "s|@BIN@|$bin|g" -e "s|@PROCS@|$procs|g" \
+    -e "s|@STATE@|$state|g" -e "s|@BIN@|$bin|g" -e "s|@ADMIN_BIN@|$admin_bin|g" -e "s|@PROCS@|$procs|g" \
     -e "s|@MAX_REQUEST_KB@|$max_kb|g" \
     "$root/etc/lighttpd.conf.in" > "$conf.tmp"
 mv "$conf.tmp" "$conf"
@@ -37,5 +53,6 @@ mv "$conf.tmp" "$conf"
 
 lighttpd=$(command -v lighttpd || echo /usr/sbin/lighttpd)
 "$lighttpd" -tt -f "$conf" >/dev/null
-echo "llmproxy: serving on http://127.0.0.1:$port (state in $state); Ctrl-C stops" >&2
+echo "llmproxy: serving on http://127.0.0.1:$port (admin page: http://127.0.0.1:$port/admin;" \
+     "state in $state); Ctrl-C stops" >&2
 exec "$lighttpd" -D -f "$conf"

@@ -66,6 +66,7 @@ def run_e2e():
     from fake_upstream import FakeUpstream
     from harness import Lighttpd
     import test_proxy
+    import test_admin  # noqa: F401  (registers its tests)
 
     up = FakeUpstream().start()
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
@@ -89,6 +90,8 @@ def run_e2e():
                 report(True, "e2e: %s (%.2fs)" % (fn.__name__, time.time() - t0))
             except Exception:  # noqa: BLE001
                 report(False, "e2e: %s" % fn.__name__, traceback.format_exc()[-3000:])
+        if not only or only in "browser_admin":
+            run_browser(srv, up)
     finally:
         srv.stop()
         up.stop()
@@ -97,6 +100,29 @@ def run_e2e():
            "\n".join(reports)[-5000:])
     if failed:
         print("        (state and log kept in %s)" % srv.state)
+
+
+def run_browser(srv, up):
+    """The admin page in headless Chromium (tests/e2e/browser_admin.mjs, TAP)."""
+    script = os.path.join(ROOT, "tests", "e2e", "browser_admin.mjs")
+    with open(os.path.join(srv.state, "admin.token")) as f:
+        token = f.read().strip()
+    t0 = time.time()
+    try:
+        p = subprocess.run(["node", script, str(srv.port), token, up.url("name=browser"), srv.state],
+                           capture_output=True, text=True, timeout=180,
+                           cwd=os.path.join(ROOT, "tests", "e2e"))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        report(False, "browser: admin page in Chromium", str(e))
+        return
+    seen = 0
+    for line in p.stdout.splitlines():
+        if line.startswith("ok ") or line.startswith("not ok "):
+            seen += 1
+            report(line.startswith("ok "), "browser: " + line.split(" - ", 1)[-1])
+    if p.returncode != 0 or seen == 0:
+        report(False, "browser: test exits cleanly (%.1fs)" % (time.time() - t0),
+               (p.stderr or p.stdout)[-3000:])
 
 
 def main():

@@ -58,6 +58,8 @@ class Lighttpd:
             "LLMPROXY_PORT": str(self.port),
             "LLMPROXY_STATE_DIR": self.state,
             "LLMPROXY_BIN": self.binary,
+            "LLMPROXY_ADMIN_BIN": os.path.join(os.path.dirname(self.binary),
+                                               "llmproxy-admin.fcgi"),
             "LLMPROXY_PROCS": str(self.procs),
             "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=0:log_path=" +
                             os.path.join(self.state, "asan"),
@@ -81,7 +83,7 @@ class Lighttpd:
     def responder_pids(self):
         out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "--ppid", str(self.proc.pid)],
                              capture_output=True, text=True).stdout
-        return [int(l.split()[0]) for l in out.splitlines() if "llmproxy" in l]
+        return [int(l.split()[0]) for l in out.splitlines() if "llmproxy.fcgi" in l]
 
     def stop(self):
         if self.proc is None:

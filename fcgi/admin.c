@@ -1,0 +1,445 @@
+/* admin.c - the admin API: authenticated reads and changes of the routing file */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "admin.h"
+#include "auth.h"
+#include "buf.h"
+#include "config.h"
+#include "fcgi_io.h"
+#include "log.h"
+#include "state.h"
+#include "store.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Largest admin request body. */
+#define ADMIN_MAX_BODY (1024 * 1024)
+#define ADMIN_PREFIX "/admin/config"
+
+static void reply(struct fcgi_client *c, int status, const char *json, const char *extra)
+{
+    char head[512];
+    size_t len = strlen(json);
+    int n = snprintf(head, sizeof(head),
+                     "Status: %d\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
+                     status, len, extra != NULL ? extra : "");
+    fcgi_io_write(c, head, (size_t)n);
+    fcgi_io_write(c, json, len);
+    fcgi_io_flush(c);
+}
+
+static void reply_error(struct fcgi_client *c, int status, const char *type, const char *msg,
+                        const char *extra)
+{
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    buf_append_str(&b, "{\"error\":{\"message\":\"");
+    buf_append_json_str(&b, msg);
+    buf_printf(&b, "\",\"type\":\"%s\",\"param\":null,\"code\":null}}", type);
+    reply(c, status, b.data, extra);
+    buf_cleanup(&b);
+}
+
+static void reply_tree(struct fcgi_client *c, int status, const cJSON *tree)
+{
+    char *text = cJSON_Print(tree);
+    if (text == NULL) {
+        reply_error(c, 500, "server_error", "out of memory", NULL);
+        return;
+    }
+    reply(c, status, text, NULL);
+    free(text);
+}
+
+/* Replaces every ApiKeys entry under a model object by its masked form. */
+static void mask_model(cJSON *model)
+{
+    cJSON *backends = cJSON_GetObjectItemCaseSensitive(model, "Backends");
+    cJSON *b;
+    cJSON_ArrayForEach(b, backends)
+    {
+        cJSON *keys = cJSON_GetObjectItemCaseSensitive(b, "ApiKeys");
+        int n = cJSON_IsArray(keys) ? cJSON_GetArraySize(keys) : 0;
+        for (int i = 0; i < n; i++) {
+            cJSON *k = cJSON_GetArrayItem(keys, i);
+            char masked[16];
+            config_mask_key(cJSON_IsString(k) ? k->valuestring : "", masked, sizeof(masked));
+            cJSON_ReplaceItemInArray(keys, i, cJSON_CreateString(masked));
+        }
+    }
+}
+
+static void mask_all(cJSON *root)
+{
+    cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "Models");
+    cJSON *m;
+    cJSON_ArrayForEach(m, models)
+    {
+        mask_model(m);
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decodes a path part; false on a bad escape or a NUL. */
+static bool url_decode(const char *in, char *out, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = in; *p; p++) {
+        char ch = *p;
+        if (ch == '%') {
+            int hi = hexval(p[1]);
+            int lo = hi >= 0 ? hexval(p[2]) : -1;
+            if (lo < 0 || (hi == 0 && lo == 0)) {
+                return false;
+            }
+            ch = (char)(hi * 16 + lo);
+            p += 2;
+        }
+        if (k + 1 >= n) {
+            return false;
+        }
+        out[k++] = ch;
+    }
+    out[k] = '\0';
+    return true;
+}
+
+/* Any string (keys included) holding CR, LF or another control character. */
+static const char *bad_string(const cJSON *it)
+{
+    for (; it != NULL; it = it->next) {
+        const char *s = cJSON_IsString(it) ? it->valuestring : NULL;
+        const char *k = it->string;
+        for (int pass = 0; pass < 2; pass++) {
+            const char *v = pass == 0 ? s : k;
+            for (const unsigned char *p = (const unsigned char *)v; p != NULL && *p; p++) {
+                if (*p < 0x20 || *p == 0x7f) {
+                    return k != NULL ? k : "a value";
+                }
+            }
+        }
+        const char *inner = bad_string(it->child);
+        if (inner != NULL) {
+            return inner;
+        }
+    }
+    return NULL;
+}
+
+struct post_ctx {
+    const char *name;
+    cJSON *model; /* the posted object; handed to the tree on success */
+    int created;
+};
+
+/* Masked keys sent back mean "keep the stored key": put the stored ones back. */
+static int unmask_keys(cJSON *model, const cJSON *stored, char *err, size_t errlen)
+{
+    cJSON *backends = cJSON_GetObjectItemCaseSensitive(model, "Backends");
+    const cJSON *old_backends = cJSON_GetObjectItemCaseSensitive(stored, "Backends");
+    cJSON *b;
+    int bi = 0;
+    cJSON_ArrayForEach(b, backends)
+    {
+        cJSON *keys = cJSON_GetObjectItemCaseSensitive(b, "ApiKeys");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(b, "Name");
+        const cJSON *old = NULL;
+        const cJSON *ob;
+        cJSON_ArrayForEach(ob, old_backends)
+        {
+            const cJSON *on = cJSON_GetObjectItemCaseSensitive(ob, "Name");
+            if (cJSON_IsString(name) && cJSON_IsString(on) &&
+                strcmp(name->valuestring, on->valuestring) == 0) {
+                old = ob;
+            }
+        }
+        const cJSON *old_keys = cJSON_GetObjectItemCaseSensitive(old, "ApiKeys");
+        int nold = cJSON_IsArray(old_keys) ? cJSON_GetArraySize(old_keys) : 0;
+        bool used[CONFIG_MAX_KEYS] = {false};
+        int n = cJSON_IsArray(keys) ? cJSON_GetArraySize(keys) : 0;
+        for (int i = 0; i < n; i++) {
+            cJSON *k = cJSON_GetArrayItem(keys, i);
+            if (!cJSON_IsString(k) || !config_is_masked(k->valuestring)) {
+                continue;
+            }
+            int found = -1;
+            for (int j = 0; j < nold && j < CONFIG_MAX_KEYS && found < 0; j++) {
+                const cJSON *ok = cJSON_GetArrayItem(old_keys, j);
+                char masked[16];
+                if (!used[j] && cJSON_IsString(ok)) {
+                    config_mask_key(ok->valuestring, masked, sizeof(masked));
+                    if (strcmp(masked, k->valuestring) == 0) {
+                        found = j;
+                    }
+                }
+            }
+            if (found < 0) {
+                snprintf(err, errlen,
+                         "Backends[%d].ApiKeys[%d] is a masked key that matches no stored key of "
+                         "this backend: send the full key",
+                         bi, i);
+                return -1;
+            }
+            used[found] = true;
+            const cJSON *real = cJSON_GetArrayItem(old_keys, found);
+            cJSON_ReplaceItemInArray(keys, i, cJSON_CreateString(real->valuestring));
+        }
+        bi++;
+    }
+    return 0;
+}
+
+static int do_post(cJSON *root, void *ud, char *err, size_t errlen)
+{
+    struct post_ctx *pc = ud;
+    cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "Models");
+    const cJSON *stored = cJSON_GetObjectItemCaseSensitive(models, pc->name);
+    if (unmask_keys(pc->model, stored, err, errlen) != 0) {
+        return STORE_REJECTED;
+    }
+    pc->created = stored == NULL;
+    cJSON *item = pc->model;
+    if (stored != NULL) {
+        cJSON_ReplaceItemInObjectCaseSensitive(models, pc->name, item);
+    } else {
+        cJSON_AddItemToObject(models, pc->name, item);
+    }
+    pc->model = NULL; /* the tree owns it now */
+    return STORE_OK;
+}
+
+static int do_delete(cJSON *root, void *ud, char *err, size_t errlen)
+{
+    const char *name = ud;
+    cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "Models");
+    cJSON *gone = cJSON_DetachItemFromObjectCaseSensitive(models, name);
+    if (gone == NULL) {
+        snprintf(err, errlen, "model '%s' is not configured", name);
+        return STORE_NOT_FOUND;
+    }
+    cJSON_Delete(gone);
+    return STORE_OK;
+}
+
+/* Answers a failed store call; returns the status sent. */
+static int reply_store_error(struct fcgi_client *c, enum store_status st, const char *err)
+{
+    switch (st) {
+    case STORE_REJECTED:
+        reply_error(c, 400, "invalid_request_error", err, NULL);
+        return 400;
+    case STORE_NOT_FOUND:
+        reply_error(c, 404, "not_found", err, NULL);
+        return 404;
+    case STORE_CORRUPT:
+        reply_error(c, 409, "conflict", err, NULL);
+        return 409;
+    case STORE_OK:
+    case STORE_IO:
+        break;
+    }
+    LOG_ERROR("routing file store failed: %s", err);
+    reply_error(c, 500, "server_error", err, NULL);
+    return 500;
+}
+
+static int get_config(struct admin *a, struct fcgi_client *c, const char *name, int status)
+{
+    char err[1024];
+    enum store_status st;
+    cJSON *root = store_read(a->dir, &st, err, sizeof(err));
+    if (root == NULL) {
+        return reply_store_error(c, st, err);
+    }
+    mask_all(root);
+    if (name == NULL) {
+        reply_tree(c, status, root);
+    } else {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(root, "Models"), name);
+        if (m == NULL) {
+            snprintf(err, sizeof(err), "model '%s' is not configured", name);
+            reply_error(c, 404, "not_found", err, NULL);
+            status = 404;
+        } else {
+            reply_tree(c, status, m);
+        }
+    }
+    cJSON_Delete(root);
+    return status;
+}
+
+enum store_status admin_put(struct admin *a, const char *name, const char *body, size_t len,
+                            int *created, char *err, size_t errlen)
+{
+    struct post_ctx pc = {.name = name};
+    enum store_status st = STORE_REJECTED;
+    if (!config_model_name_ok(name)) {
+        snprintf(err, errlen, "model names are 1 to 256 of A-Z a-z 0-9 . _ : / @ - and never '..'");
+        return STORE_REJECTED;
+    }
+    if (len == 0 || memchr(body, '\0', len) != NULL || memmem(body, len, "\\u0000", 6) != NULL ||
+        memmem(body, len, "\\U0000", 6) != NULL) {
+        snprintf(err, errlen, len == 0 ? "the body is empty" : "the body may not contain NUL");
+        return STORE_REJECTED;
+    }
+    pc.model = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(pc.model)) {
+        snprintf(err, errlen, "the body must be a JSON object (a model's Strategy and Backends)");
+        goto out;
+    }
+    const char *bad = bad_string(pc.model->child);
+    if (bad != NULL) {
+        snprintf(err, errlen, "%s: values may not contain CR, LF or control characters", bad);
+        goto out;
+    }
+    st = store_update(a->dir, do_post, &pc, err, errlen);
+    if (st == STORE_OK) {
+        state_next(a->st, STATE_CONFIG_GENERATION, NULL);
+        LOG_INFO("admin: model '%s' %s", name, pc.created ? "added" : "replaced");
+        *created = pc.created;
+    }
+out:
+    cJSON_Delete(pc.model);
+    return st;
+}
+
+enum store_status admin_delete(struct admin *a, const char *name, char *err, size_t errlen)
+{
+    enum store_status st = store_update(a->dir, do_delete, (void *)name, err, errlen);
+    if (st == STORE_OK) {
+        state_next(a->st, STATE_CONFIG_GENERATION, NULL);
+        LOG_INFO("admin: model '%s' deleted", name);
+    }
+    return st;
+}
+
+static int post_model(struct admin *a, struct fcgi_client *c, const char *name)
+{
+    char err[1024];
+    struct buf body;
+    buf_init(&body, ADMIN_MAX_BODY);
+    int status;
+    int created = 0;
+    int rc = fcgi_io_read_body(c, &body);
+    if (rc != 0) {
+        status = rc == BUF_TOOBIG ? 413 : 400;
+        reply_error(c, status, "invalid_request_error",
+                    rc == BUF_TOOBIG ? "the body is larger than 1 MiB" : "the body is unreadable",
+                    NULL);
+    } else {
+        enum store_status st = admin_put(a, name, body.data != NULL ? body.data : "", body.len,
+                                         &created, err, sizeof(err));
+        status = st == STORE_OK ? get_config(a, c, name, created ? 201 : 200)
+                                : reply_store_error(c, st, err);
+    }
+    buf_cleanup(&body);
+    return status;
+}
+
+static int delete_model(struct admin *a, struct fcgi_client *c, const char *name)
+{
+    char err[1024];
+    enum store_status st = admin_delete(a, name, err, sizeof(err));
+    if (st != STORE_OK) {
+        return reply_store_error(c, st, err);
+    }
+    struct buf b;
+    buf_init(&b, 4096);
+    buf_append_str(&b, "{\"Deleted\":\"");
+    buf_append_json_str(&b, name);
+    buf_append_str(&b, "\"}");
+    reply(c, 200, b.data, NULL);
+    buf_cleanup(&b);
+    return 200;
+}
+
+/* Handles one request; returns the status for the log. */
+static int route(struct admin *a, struct fcgi_client *c, const char *method, const char *path)
+{
+    if (strncmp(path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) != 0 ||
+        (path[strlen(ADMIN_PREFIX)] != '\0' && path[strlen(ADMIN_PREFIX)] != '/')) {
+        reply_error(c, 404, "not_found", "unknown admin URL", NULL);
+        return 404;
+    }
+    if (!auth_bearer_ok(fcgi_io_param(c, "HTTP_AUTHORIZATION"), a->token)) {
+        reply_error(c, 401, "authentication_error",
+                    "missing or wrong admin token: send Authorization: Bearer <token>",
+                    "WWW-Authenticate: Bearer realm=\"llmproxy-admin\"\r\n");
+        return 401;
+    }
+    bool changes = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
+    if (changes && auth_cross_site(fcgi_io_param(c, "HTTP_ORIGIN"), fcgi_io_param(c, "HTTP_HOST"),
+                                   fcgi_io_param(c, "HTTP_SEC_FETCH_SITE"))) {
+        reply_error(c, 403, "permission_error", "cross-site requests may not change the config",
+                    NULL);
+        return 403;
+    }
+    const char *rest = path + strlen(ADMIN_PREFIX);
+    if (*rest == '/') {
+        rest++;
+    }
+    if (*rest == '\0') {
+        if (changes) {
+            reply_error(c, 405, "invalid_request_error", "use GET here", "Allow: GET\r\n");
+            return 405;
+        }
+        return get_config(a, c, NULL, 200);
+    }
+    char name[CONFIG_MAX_MODEL_NAME + 1];
+    if (!url_decode(rest, name, sizeof(name)) || !config_model_name_ok(name)) {
+        reply_error(c, 400, "invalid_request_error",
+                    "model names are 1 to 256 of A-Z a-z 0-9 . _ : / @ - and never '..'", NULL);
+        return 400;
+    }
+    if (!changes) {
+        return get_config(a, c, name, 200);
+    }
+    if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+        return post_model(a, c, name);
+    }
+    if (strcmp(method, "DELETE") == 0) {
+        return delete_model(a, c, name);
+    }
+    reply_error(c, 405, "invalid_request_error", "use GET, POST or DELETE",
+                "Allow: GET, POST, DELETE\r\n");
+    return 405;
+}
+
+void admin_handle(struct admin *a, struct fcgi_client *c)
+{
+    int64_t t0 = now_us();
+    const char *method = fcgi_io_param(c, "REQUEST_METHOD");
+    const char *uri = fcgi_io_param(c, "REQUEST_URI");
+    char path[2048];
+    snprintf(path, sizeof(path), "%s", uri != NULL ? uri : "");
+    path[strcspn(path, "?#")] = '\0';
+    if (method == NULL) {
+        method = "GET";
+    }
+    int status = route(a, c, method, path);
+    char line[2300];
+    int n = snprintf(line, sizeof(line), "admin %s %.2000s status=%d ms=%.2f", method, path, status,
+                     (double)(now_us() - t0) / 1000.0);
+    log_line(line, (size_t)n);
+    fcgi_io_finish(c);
+}

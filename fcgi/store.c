@@ -1,0 +1,215 @@
+/* store.c - the routing file on disk: flock, temp file, fsync, rename */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "store.h"
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_MAX_FILE (16 * 1024 * 1024)
+
+static int lock_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, STORE_LOCK);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static void sweep_locked(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *e;
+    for (e = readdir(d); e != NULL; e = readdir(d)) {
+        if (strncmp(e->d_name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) == 0) {
+            unlinkat(dirfd(d), e->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+void store_sweep(const char *dir)
+{
+    char err[256];
+    int fd = lock_dir(dir, err, sizeof(err));
+    if (fd >= 0) {
+        sweep_locked(dir);
+        close(fd);
+    }
+}
+
+cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            *st = STORE_OK;
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddItemToObject(root, "Models", cJSON_CreateObject());
+            return root;
+        }
+        *st = STORE_IO;
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || sb.st_size > STORE_MAX_FILE) {
+        close(fd);
+        *st = STORE_CORRUPT;
+        snprintf(err, errlen, "%s is unreadable or too large", path);
+        return NULL;
+    }
+    size_t len = (size_t)sb.st_size;
+    char *data = xmalloc(len + 1);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, data + got, len - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    data[got] = '\0';
+    /* the same checks the responder applies, so the admin never builds on a
+     * file the proxy would refuse */
+    char why[512];
+    struct config *cfg = config_parse(data, got, why, sizeof(why));
+    if (cfg == NULL) {
+        free(data);
+        *st = STORE_CORRUPT;
+        snprintf(err, errlen,
+                 "the routing file %s is invalid (%s); it is left as it is: fix or remove it by "
+                 "hand",
+                 path, why);
+        return NULL;
+    }
+    config_free(cfg);
+    cJSON_Minify(data);
+    cJSON *root = cJSON_Parse(data);
+    free(data);
+    *st = root != NULL ? STORE_OK : STORE_CORRUPT;
+    if (root == NULL) {
+        snprintf(err, errlen, "the routing file %s is invalid", path);
+    }
+    return root;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes text next to the file and renames it into place. */
+static enum store_status replace_file(const char *dir, const char *text, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+    snprintf(tmp, sizeof(tmp), "%s/%sXXXXXX", dir, STORE_TMP_PREFIX);
+    int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
+        return STORE_IO;
+    }
+    if (fchmod(fd, 0600) != 0 || write_all(fd, text, strlen(text)) != 0 ||
+        write_all(fd, "\n", 1) != 0 || fsync(fd) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return STORE_IO;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return STORE_IO;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return STORE_OK;
+}
+
+enum store_status store_update(const char *dir,
+                               int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
+                               void *ud, char *err, size_t errlen)
+{
+    enum store_status st;
+    cJSON *root = NULL;
+    char *text = NULL;
+    int lock = lock_dir(dir, err, errlen);
+    if (lock < 0) {
+        return STORE_IO;
+    }
+    sweep_locked(dir);
+    root = store_read(dir, &st, err, errlen);
+    if (root == NULL) {
+        goto out;
+    }
+    st = (enum store_status)change(root, ud, err, errlen);
+    if (st != STORE_OK) {
+        goto out;
+    }
+    text = cJSON_Print(root);
+    if (text == NULL) {
+        st = STORE_IO;
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    char why[512];
+    struct config *cfg = config_parse(text, strlen(text), why, sizeof(why));
+    if (cfg == NULL) {
+        st = STORE_REJECTED;
+        snprintf(err, errlen, "%s", why);
+        goto out;
+    }
+    config_free(cfg);
+    st = replace_file(dir, text, err, errlen);
+out:
+    free(text);
+    cJSON_Delete(root);
+    close(lock); /* releases the flock */
+    return st;
+}

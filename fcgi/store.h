@@ -1,0 +1,41 @@
+/* store.h - the routing file on disk: flock, temp file, fsync, rename */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_STORE_H
+#define LLMPROXY_STORE_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#define STORE_FILE "dynamic_routing.json"
+#define STORE_LOCK "dynamic_routing.json.lock"
+/* Temp files are "dynamic_routing.json.tmp-XXXXXX": left only by a writer
+ * killed at the wrong moment, and removed by the next writer. */
+#define STORE_TMP_PREFIX "dynamic_routing.json.tmp-"
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_REJECTED = -1,  /* the change is invalid (the callback's or validation's message) */
+    STORE_NOT_FOUND = -2, /* the callback found nothing to change */
+    STORE_CORRUPT = -3,   /* the file on disk is invalid: nothing is written over it */
+    STORE_IO = -4,        /* a system call failed */
+};
+
+/* Reads the routing file as a tree the caller frees with cJSON_Delete. A
+ * missing file reads as {"Models":{}}. NULL with a message when it is not
+ * valid (STORE_CORRUPT) or unreadable. */
+cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errlen);
+
+/* Changes the routing file: under an exclusive flock on the lock file, reads
+ * it, lets change() edit the tree (returning STORE_OK, STORE_REJECTED or
+ * STORE_NOT_FOUND with a message in err), validates the result with
+ * config_parse, writes it to a 0600 temp file in the same directory, fsyncs
+ * it, renames it over the file and fsyncs the directory. Nothing changes on
+ * disk unless everything succeeded. */
+enum store_status store_update(const char *dir,
+                               int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
+                               void *ud, char *err, size_t errlen);
+
+/* Removes temp files that a killed writer left (takes the lock). */
+void store_sweep(const char *dir);
+
+#endif
