@@ -299,3 +299,52 @@ def admin_token_from_environment():
         assert not os.path.exists(os.path.join(srv.state, "admin.token"))
     finally:
         srv.stop()
+
+
+@test
+def lighttpd_dropin_snippet_works():
+    """etc/lighttpd/15-llmproxy.conf, included by a plain lighttpd.conf, serves everything."""
+    import tempfile
+    from harness import free_port, write_routing
+    state = tempfile.mkdtemp(prefix="llmproxy-dropin-")
+    os.chmod(state, 0o700)
+    port = free_port()
+    snippet = open(os.path.join(ROOT, "etc", "lighttpd", "15-llmproxy.conf")).read()
+    bindir = os.path.dirname(Env.server.binary)
+    snippet = (snippet.replace("/usr/local/lib/llmproxy", bindir)
+               .replace("/var/lib/llmproxy", state)
+               .replace("/usr/local/share/llmproxy/htdocs", os.path.join(ROOT, "htdocs")))
+    with open(os.path.join(state, "15-llmproxy.conf"), "w") as f:
+        f.write(snippet)
+    with open(os.path.join(state, "lighttpd.conf"), "w") as f:
+        f.write('server.document-root = "%s"\nserver.port = %d\nserver.bind = "127.0.0.1"\n'
+                'mimetype.assign = (".html" => "text/html")\n'
+                'include "%s/15-llmproxy.conf"\n' % (state, port, state))
+    write_routing(os.path.join(state, "dynamic_routing.json"),
+                  {"m": model(backend("a", U("name=dropin")))})
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:log_path=" + os.path.join(state, "asan"))
+    p = subprocess.Popen(["lighttpd", "-D", "-f", os.path.join(state, "lighttpd.conf")],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if request(port, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        assert request(port, "GET", "/health")[0] == 200
+        r = chat(port, "m")
+        assert r.status == 200 and served_by(r) == "dropin", r.body
+        r = chat(port, "m", stream=True)
+        assert r.events()[-1] == "[DONE]", r.body
+        s, h, b = request(port, "GET", "/admin")
+        assert s == 200 and b"llmproxy admin" in b, s
+        tok = open(os.path.join(state, "admin.token")).read().strip()
+        r = fetch(port, "GET", "/admin/config", None, {"Authorization": "Bearer " + tok})
+        assert r.status == 200 and "m" in r.json()["Models"], r.status
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)
+    assert not glob.glob(os.path.join(state, "asan*")), "sanitizer report in " + state
