@@ -45,12 +45,14 @@ $(SAN_DIR)/test_%.o: tests/unit/test_%.c | $(SAN_DIR)
 	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
 
 $(PROXY_REL): $(PROXY:%=$(REL_DIR)/%.o)
+	@mkdir -p $(@D)
 	$(CC) $(OPT) $^ -o $@ $(LIBS)
 
 $(PROXY_SAN): $(PROXY:%=$(SAN_DIR)/%.o)
 	$(CC) $(SAN) $^ -o $@ $(LIBS)
 
 $(ADMIN_REL): $(ADMIN:%=$(REL_DIR)/%.o)
+	@mkdir -p $(@D)
 	$(CC) $(OPT) $^ -o $@ $(LIBS)
 
 $(ADMIN_SAN): $(ADMIN:%=$(SAN_DIR)/%.o)
@@ -74,13 +76,18 @@ test:
 unit: $(UNIT_BINS)
 	@python3 tests/run.py --unit-only
 
-bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/snapshot_cost
+bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/streamload \
+       build/bench/snapshot_cost
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
 build/bench/fastupstream: tests/bench/fastupstream.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -g $< -o $@ -lpthread
+
+build/bench/streamload: tests/bench/streamload.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 -g $< -o $@
 
 # the hot-reload check's cost per request, optimised as in the release build
 build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
