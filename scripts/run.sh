@@ -40,13 +40,19 @@ if [ -z "${LLMPROXY_ADMIN_TOKEN:-}" ]; then
     fi
 fi
 
+# as many fds as lighttpd may have (it counts them in 16 bits)
+max_fds=$(ulimit -Hn)
+case "$max_fds" in unlimited|""|*[!0-9]*) max_fds=65535 ;; esac
+[ "$max_fds" -gt 65535 ] && max_fds=65535
+max_conns=$(( max_fds / 2 ))
+
 # lighttpd counts the request size cap in KiB; leave room for the JSON framing
 max_kb=$(( max_body / 1024 + 64 ))
 
 conf="$state/lighttpd.conf"
 sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
     -e "s|@STATE@|$state|g" -e "s|@BIN@|$bin|g" -e "s|@ADMIN_BIN@|$admin_bin|g" -e "s|@PROCS@|$procs|g" \
-    -e "s|@MAX_REQUEST_KB@|$max_kb|g" \
+    -e "s|@MAX_REQUEST_KB@|$max_kb|g" -e "s|@MAX_FDS@|$max_fds|g" -e "s|@MAX_CONNS@|$max_conns|g" \
     "$root/etc/lighttpd.conf.in" > "$conf.tmp"
 mv "$conf.tmp" "$conf"
 [ "${LLMPROXY_CONFIG_ONLY:-0}" = 1 ] && exit 0

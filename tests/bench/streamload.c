@@ -31,10 +31,10 @@ struct conn {
     int fd;
     enum phase phase;
     size_t sent;
-    int status;       /* HTTP status, 0 until seen */
-    int first_event;  /* a "data:" line arrived */
-    int saw_done;     /* "[DONE]" arrived */
-    char tail[16];    /* last bytes, to find markers split across reads */
+    int status;      /* HTTP status, 0 until seen */
+    int first_event; /* a "data:" line arrived */
+    int saw_done;    /* "[DONE]" arrived */
+    char tail[16];   /* last bytes, to find markers split across reads */
     size_t tail_len;
 };
 
