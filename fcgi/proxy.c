@@ -14,6 +14,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct proxy {
     /* loop thread only */
     struct request_ctx *active;
     size_t nactive;
+    size_t since_trim; /* requests finished since memory was last given back */
 };
 
 enum mode {
@@ -74,7 +76,7 @@ struct request_ctx {
     struct request_info info;
     struct buf hdr_store;                       /* "Name: value\0" lines */
     const char *hdrs[MAX_UPSTREAM_HEADERS + 1]; /* [0] is Authorization */
-    char auth[CONFIG_MAX_STRING + 32];
+    struct buf auth; /* "Authorization: Bearer <key>" of the current attempt */
     struct buf url;
 
     uint8_t order[CONFIG_MAX_BACKENDS];
@@ -262,6 +264,7 @@ static void ctx_free(struct request_ctx *ctx)
     buf_cleanup(&ctx->mapped);
     buf_cleanup(&ctx->hdr_store);
     buf_cleanup(&ctx->url);
+    buf_cleanup(&ctx->auth);
     buf_cleanup(&ctx->resp_hdrs);
     buf_cleanup(&ctx->hold);
     sse_peek_cleanup(&ctx->peek);
@@ -314,6 +317,7 @@ static void finish(struct request_ctx *ctx)
     buf_cleanup(&line);
     unlink_active(px, ctx);
     ctx_free(ctx);
+    px->since_trim++;
 }
 
 static void log_attempt(struct request_ctx *ctx, const char *outcome)
@@ -637,9 +641,9 @@ static void start_attempt(struct request_ctx *ctx)
             buf_printf(&ctx->url, "?%s", ctx->query);
         }
         if (b->nkeys > 0) {
-            snprintf(ctx->auth, sizeof(ctx->auth), "Authorization: Bearer %s",
-                     b->keys[ctx->key_index]);
-            ctx->hdrs[0] = ctx->auth;
+            buf_reset(&ctx->auth);
+            buf_printf(&ctx->auth, "Authorization: Bearer %s", b->keys[ctx->key_index]);
+            ctx->hdrs[0] = ctx->auth.data;
         } else {
             ctx->hdrs[0] = "Authorization:"; /* curl: send none */
         }
@@ -694,6 +698,11 @@ static void loop_start(void *arg)
 void proxy_tick(void *arg, int64_t now)
 {
     struct proxy *px = arg;
+    if (px->nactive == 0 && px->since_trim > 0) {
+        /* after a burst (thousands of streams) give the memory back */
+        malloc_trim(0);
+        px->since_trim = 0;
+    }
     struct request_ctx *ctx = px->active;
     while (ctx != NULL) {
         struct request_ctx *next = ctx->next;
@@ -780,6 +789,7 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
     buf_init(&ctx->mapped, px->set.max_body + 4096);
     buf_init(&ctx->hdr_store, 64 * 1024);
     buf_init(&ctx->url, 16 * 1024);
+    buf_init(&ctx->auth, CONFIG_MAX_STRING + 32);
     buf_init(&ctx->resp_hdrs, 64 * 1024);
     buf_init(&ctx->hold, px->set.hold_max);
     buf_init(&ctx->log, 4096);

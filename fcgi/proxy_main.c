@@ -102,6 +102,10 @@ int main(int argc, char **argv)
     }
     /* closing a finished request must not wait for the server's FIN */
     setenv("LIBFCGI_OS_CLOSE_POLL_TIMEOUT", "0", 0);
+    /* libfcgi drops an accepted connection whose request has not arrived
+     * within this time; under a burst of thousands of new streams the web
+     * server can take longer than the default 2 s to write it */
+    setenv("LIBFCGI_IS_AF_UNIX_KEEPER_POLL_TIMEOUT", "30000", 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     raise_fd_limit();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || fcgi_io_init() != 0) {

@@ -7,7 +7,14 @@ upstream is tests/bench/fastupstream (C, epoll); wrk is the load generator.
 Both are measured on their own ("direct") in the same run: when direct
 throughput is well above the proxied one, neither is the bottleneck.
 
-usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N]
+Held streams: N slow streams open at once (20 events 1 s apart each),
+1,000 and 5,000 over HTTP/1.0 (tests/bench/streamload, which checks every
+stream for status 200 and [DONE]) and 10,000 over HTTP/2 (h2load, 8 streams
+per connection: with HTTP/1 the web server needs two fds per stream and this
+machine allows 20,000). The peak of concurrent upstream streams is counted
+with ss, and the RSS of lighttpd and both programs is sampled at that peak.
+
+usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,5000,10000]
 """
 
 import argparse
@@ -47,9 +54,9 @@ def wait_port(port, timeout=10):
     raise RuntimeError("port %d did not open" % port)
 
 
-def start(cmd, env=None):
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def start(cmd, env=None, log=None):
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
 
 
 def stop(p):
@@ -123,6 +130,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--hold", default="1000,5000,10000",
+                    help="held-stream counts; 0 skips that part")
+    ap.add_argument("--only-hold", action="store_true")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -144,9 +154,13 @@ def main():
                 "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/v1" % up_port, "ApiKeys": ["k"]}]},
             "bench-stream": {"Strategy": "Failover", "Backends": [{
                 "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/stream/10/20/v1" % up_port,
+                "ApiKeys": ["k"]}]},
+            "hold": {"Strategy": "Failover", "Backends": [{
+                "Name": "held", "BaseUrl": "http://127.0.0.1:%d/stream/20/1000/v1" % up_port,
                 "ApiKeys": ["k"]}]}})
         env = dict(os.environ, LLMPROXY_PORT=str(lp_port), LLMPROXY_STATE_DIR=state)
-        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], env))
+        lp_log = os.path.join(work, "llmproxy.log")
+        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], env, lp_log))
         wait_port(lp_port)
 
         # lighttpd's own mod_proxy to the same upstream: the floor for any proxy behind it
@@ -162,6 +176,9 @@ def main():
         wait_port(mp_port)
         time.sleep(0.5)
 
+        if args.only_hold:
+            held_streams(args, lp_port, up_port, state, lp_log, work)
+            return
         variants = {
             "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
             "llmproxy": "http://127.0.0.1:%d/v1/chat/completions" % lp_port,
@@ -219,6 +236,7 @@ def main():
                   pct(ttfb["llmproxy"], 99) - pct(ttfb["direct"], 99),
                   pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
                   pct(delay["llmproxy"], 99) - pct(delay["direct"], 99)))
+        held_streams(args, lp_port, up_port, state, lp_log, work)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
                               capture_output=True, text=True).stdout
         for line in cost.splitlines():
@@ -228,6 +246,78 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def server_rss_kb(state):
+    """RSS of lighttpd and its children (the responders and the admin program)."""
+    with open(os.path.join(state, "lighttpd.pid")) as f:
+        pid = int(f.read())
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for p in [pid] + [int(k) for k in kids]:
+        with open("/proc/%d/status" % p) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def upstream_streams(up_port):
+    out = subprocess.run(["ss", "-tnH", "state", "established", "( dport = :%d )" % up_port],
+                         capture_output=True, text=True).stdout
+    return len(out.splitlines())
+
+
+def held_streams(args, lp_port, up_port, state, lp_log, work):
+    counts = [int(x) for x in args.hold.split(",") if int(x) > 0]
+    if not counts:
+        return
+    body = os.path.join(work, "hold.json")
+    with open(body, "w") as f:
+        json.dump({"model": "hold", "stream": True,
+                   "messages": [{"role": "user", "content": "hold"}]}, f)
+    print("\nHeld streams (each 20 events 1 s apart)")
+    print("%-7s %6s %9s %7s %8s %10s %12s %11s" % ("streams", "proto", "peak open", "errors",
+                                                   "RSS MB", "KB/stream", "idle RSS MB",
+                                                   "added KB/s"))
+    for n in counts:
+        time.sleep(2)
+        idle = server_rss_kb(state)
+        with open(lp_log) as f:
+            log_mark = len(f.read())
+        if n <= 5000:
+            proto = "http/1"
+            cmd = [os.path.join(ROOT, "build", "bench", "streamload"), str(lp_port), str(n), "hold",
+                   "2000"]
+        else:
+            proto = "h2"
+            cmd = ["h2load", "-n", str(n), "-c", str(n // 8), "-m", "8", "-d", body,
+                   "-H", "content-type: application/json",
+                   "http://127.0.0.1:%d/v1/chat/completions" % lp_port]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peak, peak_rss = 0, 0
+        while p.poll() is None:
+            k = upstream_streams(up_port)
+            if k >= peak:
+                peak, peak_rss = k, server_rss_kb(state)
+            time.sleep(0.5)
+        out = p.stdout.read()
+        if proto == "http/1":
+            m = re.search(r"done ok=(\d+) errors=(\d+)", out)
+            errors = int(m.group(2)) if m else n
+        else:
+            m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+            errors = n - int(m.group(1)) if m else n
+        with open(lp_log) as f:
+            log = f.read()[log_mark:]
+        # every stream must also have ended well on the proxy's side
+        good = len(re.findall(r"model=hold stream=1 attempts=\[held#0:200:[^]]*\] status=200", log))
+        errors = max(errors, n - good)
+        print("%-7d %6s %9d %7d %8.1f %10.1f %12.1f %11.1f" % (
+            n, proto, peak, errors, peak_rss / 1024.0, peak_rss / float(max(peak, 1)),
+            idle / 1024.0, (peak_rss - idle) / float(max(peak, 1))))
+    print("(KB/stream: the whole RSS of lighttpd, both responders and the admin program at the "
+          "peak, divided by the open streams; added: the same over the RSS just before)")
 
 
 def cpu_name():

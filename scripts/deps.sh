@@ -27,7 +27,10 @@ if [ "$what" = test ]; then
     have_cmd npm || need="$need npm"
     have_cmd clang-format || need="$need clang-format"
 fi
-[ "$what" = bench ] && { have_cmd wrk || need="$need wrk"; }
+if [ "$what" = bench ]; then
+    have_cmd wrk || need="$need wrk"
+    have_cmd h2load || need="$need nghttp2-client"
+fi
 
 npm_deps() {
     [ "$what" = test ] || return 0
