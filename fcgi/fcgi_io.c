@@ -158,8 +158,10 @@ void fcgi_io_finish(struct fcgi_client *c)
     if (c->cgi) {
         fflush(stdout);
     } else {
+        /* the whole request was read and the answer is complete: close at
+         * once instead of shutdown() and waiting for the server's FIN */
+        FCGX_Detach(&c->req);
         FCGX_Finish_r(&c->req);
-        FCGX_Free(&c->req, 1);
     }
     free(c);
 }

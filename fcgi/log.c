@@ -12,12 +12,16 @@
 
 static size_t stamp(char *out, size_t n)
 {
+    static pid_t pid; /* a syscall saved per line; the programs do not fork */
+    if (pid == 0) {
+        pid = getpid();
+    }
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    int m = snprintf(out + k, n - k, ".%03ldZ llmproxy[%d] ", ts.tv_nsec / 1000000, (int)getpid());
+    int m = snprintf(out + k, n - k, ".%03ldZ llmproxy[%d] ", ts.tv_nsec / 1000000, (int)pid);
     return k + (m > 0 ? (size_t)m : 0);
 }
 

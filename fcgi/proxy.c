@@ -39,6 +39,7 @@ struct proxy {
     struct upstream_loop *loop;
     struct state *st;
     unsigned long next_id; /* atomic */
+    unsigned pid;          /* request ids are "<pid>-<n>" */
     /* loop thread only */
     struct request_ctx *active;
     size_t nactive;
@@ -144,6 +145,7 @@ struct proxy *proxy_new(const struct proxy_settings *s, struct upstream_loop *lo
     px->set = *s;
     px->loop = loop;
     px->st = st;
+    px->pid = (unsigned)getpid();
     return px;
 }
 
@@ -213,9 +215,8 @@ static void log_simple(struct proxy *px, const char *method, const char *path, i
 {
     char line[600];
     unsigned long id = __atomic_add_fetch(&px->next_id, 1, __ATOMIC_RELAXED);
-    int n =
-        snprintf(line, sizeof(line), "req=%x-%lx %s %.256s status=%d ms=%.2f", (unsigned)getpid(),
-                 id, method, path, status, (double)(now_us() - t0) / 1000.0);
+    int n = snprintf(line, sizeof(line), "req=%x-%lx %s %.256s status=%d ms=%.2f", px->pid, id,
+                     method, path, status, (double)(now_us() - t0) / 1000.0);
     log_line(line, (size_t)n);
 }
 
@@ -784,7 +785,7 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
     ctx->min_retry_after = -1;
     ctx->retry_after = -1;
     unsigned long id = __atomic_add_fetch(&px->next_id, 1, __ATOMIC_RELAXED);
-    snprintf(ctx->rid, sizeof(ctx->rid), "%x-%lx", (unsigned)getpid(), id);
+    snprintf(ctx->rid, sizeof(ctx->rid), "%x-%lx", px->pid, id);
     buf_init(&ctx->body, px->set.max_body);
     buf_init(&ctx->mapped, px->set.max_body + 4096);
     buf_init(&ctx->hdr_store, 64 * 1024);

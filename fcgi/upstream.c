@@ -268,8 +268,8 @@ void upstream_loop_stop(struct upstream_loop *loop, int (*busy)(void *ud), void 
 static void run_posts(struct upstream_loop *loop)
 {
     uint64_t n;
-    while (read(loop->wake.fd, &n, sizeof(n)) > 0) {
-    }
+    ssize_t rc = read(loop->wake.fd, &n, sizeof(n)); /* one read resets an eventfd */
+    (void)rc;
     pthread_mutex_lock(&loop->mu);
     struct post *p = loop->posts;
     loop->posts = NULL;

@@ -92,32 +92,41 @@ def wrk(url, conns, seconds, script):
     return {"rps": rps, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]), "errors": errors}
 
 
-def stream_once(port, path, model="bench"):
-    """One streaming request; returns (ttfb ms, [per-chunk delay ms])."""
-    body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           "Content-Length: %d\r\nConnection: close\r\n\r\n" % (path, len(body))).encode() + body
-    t0 = time.time()
-    s.sendall(req)
-    ttfb = None
-    delays = []
-    buf = b""
-    while True:
-        d = s.recv(65536)
-        now = time.time()
-        if not d:
-            break
-        buf += d
-        for m in re.finditer(rb'"t":(\d+)', d):
-            if ttfb is None:
-                ttfb = (now - t0) * 1000
-            delays.append((now - int(m.group(1)) / 1e6) * 1000)
-        if b"[DONE]" in buf:
-            break
-    s.close()
-    return ttfb, delays
+class StreamClient:
+    """One keep-alive HTTP/1.1 connection (as an SDK keeps), streaming requests on it."""
+
+    def __init__(self, port, path):
+        self.port, self.path = port, path
+        self.sock = None
+
+    def once(self, model):
+        """One streaming request; returns (ttfb ms, [per-chunk delay ms])."""
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
+        req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\n\r\n" % (self.path, len(body))).encode() + body
+        t0 = time.time()
+        self.sock.sendall(req)
+        ttfb = None
+        delays = []
+        buf = b""
+        while True:
+            d = self.sock.recv(65536)
+            now = time.time()
+            if not d:
+                self.sock.close()
+                self.sock = None
+                break
+            buf += d
+            for m in re.finditer(rb'"t":(\d+)', d):
+                if ttfb is None:
+                    ttfb = (now - t0) * 1000
+                delays.append((now - int(m.group(1)) / 1e6) * 1000)
+            if b"[DONE]" in buf and buf.endswith(b"0\r\n\r\n"):
+                break  # the last chunk of a chunked answer
+        return ttfb, delays
 
 
 def pct(xs, p):
@@ -187,11 +196,17 @@ def main():
         for url in variants.values():  # warm up connections and caches
             wrk(url, 32, 1, script)
         res = {(v, c): [] for v in variants for c in (1, 32)}
+        reuse = {"llmproxy": [0, 0], "mod_proxy": [0, 0]}  # connections opened, requests
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(list(variants)))
             for c in (1, 32):
                 for v in order:
+                    before = upstream_stats(up_port)
                     res[(v, c)].append(wrk(variants[v], c, args.seconds, script))
+                    after = upstream_stats(up_port)
+                    if v in reuse:
+                        reuse[v][0] += after["accepted"] - before["accepted"]
+                        reuse[v][1] += after["requests"] - before["requests"]
             print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
 
         def med(v, c, k):
@@ -215,19 +230,25 @@ def main():
                       med("llmproxy", c, "p99") - med("direct", c, "p99"),
                       med("mod_proxy", c, "p50") - med("direct", c, "p50")))
 
+        for v, (conns, reqs) in reuse.items():
+            print("%s opened %d upstream connections for %d requests (%.2f per 1000)" % (
+                v, conns, reqs, 1000.0 * conns / max(reqs, 1)))
+
         # streaming: alternate direct and proxied requests one by one
-        ttfb = {"direct": [], "llmproxy": []}
-        delay = {"direct": [], "llmproxy": []}
-        paths = {"direct": (up_port, "/stream/10/20/v1/chat/completions"),
-                 "llmproxy": (lp_port, "/v1/chat/completions")}
+        names = ("direct", "llmproxy", "mod_proxy")
+        ttfb = {v: [] for v in names}
+        delay = {v: [] for v in names}
+        clients = {"direct": StreamClient(up_port, "/stream/10/20/v1/chat/completions"),
+                   "llmproxy": StreamClient(lp_port, "/v1/chat/completions"),
+                   "mod_proxy": StreamClient(mp_port, "/stream/10/20/v1/chat/completions")}
         for i in range(args.streams):
-            for v in (("direct", "llmproxy") if i % 2 == 0 else ("llmproxy", "direct")):
-                port, path = paths[v]
-                t, d = stream_once(port, path, "bench-stream")
+            for v in (names if i % 2 == 0 else tuple(reversed(names))):
+                t, d = clients[v].once("bench-stream")
                 ttfb[v].append(t)
-                delay[v].extend(d[1:])  # first chunk's delay is the TTFB story
-        print("\nStreaming (%d streams each, 10 chunks 20 ms apart, alternated)" % args.streams)
-        for v in ("direct", "llmproxy"):
+                delay[v].extend(d[1:])  # the first chunk's delay is the TTFB story
+        print("\nStreaming (%d streams each over keep-alive connections, 10 chunks 20 ms apart, "
+              "alternated)" % args.streams)
+        for v in names:
             print("%-10s TTFB p50 %.3f ms p99 %.3f ms; chunk delay p50 %.3f ms p99 %.3f ms" % (
                 v, pct(ttfb[v], 50), pct(ttfb[v], 99), pct(delay[v], 50), pct(delay[v], 99)))
         print("added by llmproxy: TTFB p50 %+.3f ms p99 %+.3f ms; chunk delay p50 %+.3f ms "
@@ -236,6 +257,10 @@ def main():
                   pct(ttfb["llmproxy"], 99) - pct(ttfb["direct"], 99),
                   pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
                   pct(delay["llmproxy"], 99) - pct(delay["direct"], 99)))
+        print("added by mod_proxy: TTFB p50 %+.3f ms; chunk delay p50 %+.3f ms p99 %+.3f ms" % (
+            pct(ttfb["mod_proxy"], 50) - pct(ttfb["direct"], 50),
+            pct(delay["mod_proxy"], 50) - pct(delay["direct"], 50),
+            pct(delay["mod_proxy"], 99) - pct(delay["direct"], 99)))
         held_streams(args, lp_port, up_port, state, lp_log, work)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
                               capture_output=True, text=True).stdout
@@ -246,6 +271,16 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def upstream_stats(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /_stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"}" not in data:
+        data += s.recv(4096)
+    s.close()
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
 
 
 def server_rss_kb(state):

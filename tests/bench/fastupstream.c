@@ -38,8 +38,9 @@ struct conn {
 
 static struct conn *conns[MAX_FD];
 static int ep;
-static int maxfd;    /* highest connection fd seen */
-static int nstreams; /* connections streaming now */
+static int maxfd;                        /* highest connection fd seen */
+static unsigned long accepted, requests; /* for GET /_stats: is the proxy reusing connections? */
+static int nstreams;                     /* connections streaming now */
 
 static const char reply_body[] =
     "{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"bench\","
@@ -140,8 +141,23 @@ static int serve(int fd, struct conn *c)
         if (stream && strncmp(c->in, "POST /stream/", 13) == 0) {
             sscanf(c->in + 13, "%d/%d", &chunks, &gap);
         }
+        int stats = strncmp(c->in, "GET /_stats", 11) == 0;
         memmove(c->in, c->in + head + clen, c->inlen - head - clen);
         c->inlen -= head + clen;
+        if (stats) {
+            char body[128], out[256];
+            int bl = snprintf(body, sizeof(body), "{\"accepted\":%lu,\"requests\":%lu}", accepted,
+                              requests);
+            int ol = snprintf(out, sizeof(out),
+                              "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              "Content-Length: %d\r\n\r\n%s",
+                              bl, body);
+            if (send_all(fd, out, (size_t)ol) != 0) {
+                return -1;
+            }
+            continue;
+        }
+        requests++;
         if (stream) {
             static const char h[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                     "Transfer-Encoding: chunked\r\n\r\n";
@@ -245,6 +261,7 @@ int main(int argc, char **argv)
                         continue;
                     }
                     maxfd = c > maxfd ? c : maxfd;
+                    accepted++;
                     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                     conns[c] = calloc(1, sizeof(struct conn));
                     conns[c]->streaming = -1;
