@@ -103,7 +103,7 @@ struct request_ctx {
     int64_t deadline; /* first byte, then idle; 0: none */
 
     /* across attempts */
-    unsigned n_rate_limited, n_timeout, n_failed;
+    unsigned n_rate_limited, n_timeout;
     long min_retry_after;
     int final_status;
     size_t bytes_out;
@@ -399,7 +399,6 @@ static void start_attempt(struct request_ctx *ctx);
 /* The current attempt failed before anything reached the client. */
 static void attempt_failed(struct request_ctx *ctx, enum failure why, const char *outcome)
 {
-    ctx->n_failed++;
     if (why == FAIL_STATUS && ctx->status == 429) {
         ctx->n_rate_limited++;
         if (ctx->retry_after >= 0 &&
@@ -662,7 +661,6 @@ static void start_attempt(struct request_ctx *ctx)
             return;
         }
         log_attempt(ctx, "start_failed");
-        ctx->n_failed++;
         ctx->oi++;
         ctx->key_tries = 0;
     }

@@ -329,10 +329,11 @@ def held_streams(args, lp_port, up_port, state, lp_log, work):
             cmd = ["h2load", "-n", str(n), "-c", str(n // 8), "-m", "8", "-d", body,
                    "-H", "content-type: application/json",
                    "http://127.0.0.1:%d/v1/chat/completions" % lp_port]
+        base = upstream_streams(up_port)  # kept-alive connections from earlier parts
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak, peak_rss = 0, 0
         while p.poll() is None:
-            k = upstream_streams(up_port)
+            k = upstream_streams(up_port) - base
             if k >= peak:
                 peak, peak_rss = k, server_rss_kb(state)
             time.sleep(0.5)
