@@ -11,10 +11,11 @@ DEPFLAGS = -MMD -MP
 LIBS    := -lfcgi -lcurl -lcjson -lpthread
 
 # the pure modules (no libfcgi, no libcurl): unit tests link them all
-CORE    := buf log config route state request sse http snapshot auth store
-PROXY   := buf log config route state request sse http snapshot fcgi_io upstream proxy proxy_main
+CORE    := buf log config route state request sse http snapshot auth store health
+PROXY   := buf log config route state request sse http snapshot health fcgi_io upstream proxy \
+           proxy_main
 ADMIN   := buf log config state auth store fcgi_io admin admin_main
-UNITS   := buf config route state request sse http snapshot auth store
+UNITS   := buf config route state request sse http snapshot auth store health
 
 REL_DIR := build/release
 SAN_DIR := build/asan
@@ -28,7 +29,7 @@ UNIT_BINS := $(UNITS:%=$(SAN_DIR)/test_%)
 export LLMPROXY_PORT ?= 1852
 export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: all deps run test unit e2e bench clean format check-format
+.PHONY: all deps run test unit e2e bench fuzz clean format check-format
 
 all: $(PROXY_REL) $(ADMIN_REL)
 
@@ -95,8 +96,24 @@ build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
 	$(CC) $(STD) $(WARN) -O2 -Ifcgi -Itests/unit tests/unit/test_snapshot.c fcgi/buf.c fcgi/log.c \
 		fcgi/config.c fcgi/route.c fcgi/state.c -o $@ -lcjson -lpthread
 
+# libFuzzer harnesses (clang): tests/fuzz/fuzz_<name>.c over the pure modules
+FUZZERS   := request config retry_after sse
+FUZZ_BINS := $(FUZZERS:%=build/fuzz/fuzz_%)
+FUZZ_CC   ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ifcgi
+FUZZ_SRCS := fcgi/buf.c fcgi/log.c fcgi/config.c fcgi/route.c fcgi/request.c fcgi/sse.c fcgi/http.c
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $< $(FUZZ_SRCS) -o $@ -lcjson
+
+# `make fuzz` runs each harness FUZZ_SECONDS (600) on a copy of its corpus
+fuzz: $(FUZZ_BINS)
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZERS)
+
 format:
-	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c
+	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c tests/fuzz/*.c
 
 check-format:
 	clang-format --dry-run -Werror fcgi/*.c fcgi/*.h

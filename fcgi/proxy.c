@@ -4,6 +4,7 @@
 #include "proxy.h"
 #include "buf.h"
 #include "fcgi_io.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "request.h"
@@ -60,7 +61,7 @@ enum failure {
     FAIL_TRANSPORT,   /* connect, DNS, TLS, broken */
     FAIL_TIMEOUT,     /* first byte deadline */
     FAIL_ERROR_EVENT, /* the stream's first event was an error */
-    FAIL_EMPTY,       /* 2xx with an empty body */
+    FAIL_EMPTY,       /* 2xx with an empty or HTML body */
 };
 
 struct request_ctx {
@@ -86,6 +87,14 @@ struct request_ctx {
     size_t key_start; /* rotated first key of the current backend */
     size_t key_tries; /* keys of the current backend tried so far */
     unsigned attempts;
+    int64_t deadline_all; /* the whole request's deadline until an answer is chosen */
+    /* cooling (backend, key) pairs skipped, and the soonest to recover */
+    unsigned n_skipped, n_skipped_429;
+    uint64_t soonest_wait_ms;
+    uint8_t soonest_backend;
+    size_t soonest_key;
+    int soonest_tried;
+    int fallback; /* the current attempt is a cooling key tried as a last resort */
 
     /* the current attempt */
     struct upstream_xfer *xfer;
@@ -94,6 +103,7 @@ struct request_ctx {
     int status;
     enum mode mode;
     int event_stream; /* upstream said text/event-stream */
+    int html;         /* upstream said text/html: a portal or error page, not an API answer */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;
@@ -104,11 +114,12 @@ struct request_ctx {
 
     /* across attempts */
     unsigned n_rate_limited, n_timeout;
-    long min_retry_after;
+    long min_retry_after; /* seconds, over the 429s seen and the keys skipped for one */
     int final_status;
     size_t bytes_out;
     int committed;
     int client_gone;
+    int too_big; /* the answer passed LLMPROXY_MAX_RESPONSE_BYTES */
     struct buf log;
     struct upstream_watch *watch;
     struct request_ctx *prev, *next;
@@ -136,6 +147,9 @@ void proxy_settings_from_env(struct proxy_settings *s)
     s->connect_timeout_ms = (long)env_size("LLMPROXY_CONNECT_TIMEOUT_MS", 5000, 10, 600000);
     s->max_attempts = (unsigned)env_size("LLMPROXY_MAX_ATTEMPTS", 16, 1, 1000);
     s->hold_max = 4u << 20;
+    s->deadline_ms = (long)env_size("LLMPROXY_DEADLINE_MS", 300000, 100, 86400000);
+    s->max_response =
+        env_size("LLMPROXY_MAX_RESPONSE_BYTES", (size_t)256 << 20, 4096, (size_t)1 << 40);
 }
 
 struct proxy *proxy_new(const struct proxy_settings *s, struct upstream_loop *loop,
@@ -307,12 +321,15 @@ static void finish(struct request_ctx *ctx)
         upstream_cancel(px->loop, ctx->xfer);
         ctx->xfer = NULL;
     }
+    if (ctx->client_gone) {
+        ctx->final_status = 499; /* nginx's "client closed request" */
+    }
     struct buf line;
     buf_init(&line, 8000);
     buf_printf(&line, "req=%s %s model=%s stream=%d attempts=[%s] status=%d%s bytes=%zu ms=%.2f",
                ctx->rid, ctx->endpoint, ctx->info.model, ctx->info.stream,
                ctx->log.data != NULL ? ctx->log.data : "", ctx->final_status,
-               ctx->client_gone ? " client_gone" : "", ctx->bytes_out,
+               ctx->client_gone && ctx->committed ? " client_gone" : "", ctx->bytes_out,
                (double)(now_us() - ctx->t0) / 1000.0);
     log_line(line.data, line.len);
     buf_cleanup(&line);
@@ -325,6 +342,13 @@ static void log_attempt(struct request_ctx *ctx, const char *outcome)
 {
     buf_printf(&ctx->log, "%s%s#%zu:%s:%.1fms", ctx->log.len ? " " : "", ctx->backend->name,
                ctx->key_index, outcome, (double)(now_us() - ctx->attempt_t0) / 1000.0);
+}
+
+static void log_skip(struct request_ctx *ctx, const struct config_backend *b, const char *why,
+                     uint64_t wait_ms)
+{
+    buf_printf(&ctx->log, "%s%s:%s:%llus", ctx->log.len ? " " : "", b->name, why,
+               (unsigned long long)((wait_ms + 999) / 1000));
 }
 
 /* Writes to the client; marks it gone on failure. */
@@ -371,27 +395,100 @@ static void send_final_error(struct request_ctx *ctx)
     const char *code = "all_backends_failed";
     int status = 502;
     unsigned n = ctx->attempts;
-    if (n > 0 && ctx->n_rate_limited == n) {
+    unsigned tried = n + ctx->n_skipped; /* attempts and cooling pairs passed over */
+    if (tried > 0 && ctx->n_rate_limited == tried) {
         status = 429;
         type = "rate_limit_error";
         code = "rate_limit_exceeded";
-        long ra = ctx->min_retry_after >= 0 ? ctx->min_retry_after : 1;
+        long ra = ctx->min_retry_after > 0 ? ctx->min_retry_after : 1;
         snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", ra);
         snprintf(msg, sizeof(msg),
                  "Every backend for model '%s' is rate limited (%u attempts). Retry after %ld "
                  "seconds.",
                  ctx->model->name, n, ra);
-    } else if (n > 0 && ctx->n_timeout == n) {
+    } else if (now_us() >= ctx->deadline_all) {
+        status = 504;
+        code = "upstream_timeout";
+        snprintf(msg, sizeof(msg),
+                 "No backend for model '%s' answered within %ld ms (%u attempts).",
+                 ctx->model->name, ctx->px->set.deadline_ms, n);
+    } else if (n > 0 && ctx->n_timeout == n && ctx->n_skipped == 0) {
         status = 504;
         code = "upstream_timeout";
         snprintf(msg, sizeof(msg), "Every backend for model '%s' timed out (%u attempts).",
                  ctx->model->name, n);
     } else {
-        snprintf(msg, sizeof(msg), "Every backend for model '%s' failed (%u attempts).",
-                 ctx->model->name, n);
+        snprintf(msg, sizeof(msg), "Every backend for model '%s' failed (%u attempts, %u cooling).",
+                 ctx->model->name, n, ctx->n_skipped);
     }
     ctx->final_status = status;
     send_error(ctx->client, status, msg, type, NULL, code, extra);
+}
+
+/* Health records of the current attempt's key and backend (NULL: none). */
+static uint64_t *key_words(struct request_ctx *ctx, const struct config_backend *b, size_t k)
+{
+    return b->nkeys > 0 ? state_words(ctx->px->st, "key", b->base_url, b->keys[k]) : NULL;
+}
+
+static uint64_t *circuit_words(struct request_ctx *ctx, const struct config_backend *b)
+{
+    return state_words(ctx->px->st, "circuit", b->base_url, NULL);
+}
+
+static void note_rate_limit(struct request_ctx *ctx, long seconds)
+{
+    ctx->n_rate_limited++;
+    if (seconds > 0 && (ctx->min_retry_after <= 0 || seconds < ctx->min_retry_after)) {
+        ctx->min_retry_after = seconds;
+    }
+}
+
+/* Keeps what the outcome of an attempt says about its key and its backend.
+ * For a 429 returns how long the key now cools (ms), else 0. */
+static uint64_t record_health(struct request_ctx *ctx, enum failure why)
+{
+    const struct config_backend *b = ctx->backend;
+    uint64_t now = health_now_ms();
+    uint64_t *kw = key_words(ctx, b, ctx->key_index);
+    uint64_t *cw = circuit_words(ctx, b);
+    int st = ctx->status;
+    if (why == FAIL_NONE) {
+        if (cw != NULL) {
+            health_backend_ok(cw);
+        }
+        if (kw != NULL && ctx->fallback) {
+            health_key_clear(kw);
+        }
+        return 0;
+    }
+    if (why == FAIL_STATUS && st == 429) {
+        uint64_t rnd = (uint64_t)now_us() * 0x9e3779b97f4a7c15ull;
+        uint64_t ms = health_429_ms(ctx->retry_after, rnd >> 33);
+        if (kw != NULL) {
+            health_key_cool(kw, now, ms, HEALTH_RATE_LIMITED);
+        } else if (cw != NULL) {
+            /* a backend without keys is rate limited as a whole */
+            health_backend_failed(cw, now);
+        }
+        return ms;
+    }
+    if (why == FAIL_STATUS && (st == 401 || st == 403)) {
+        if (kw != NULL) {
+            health_key_cool(kw, now, HEALTH_REJECTED_MS, HEALTH_REJECTED);
+        }
+        LOG_ERROR("backend '%s' REJECTED key #%zu of model '%s' with HTTP %d: check the key; it "
+                  "is not used for %d s",
+                  b->name, ctx->key_index, ctx->model->name, st, HEALTH_REJECTED_MS / 1000);
+        return 0;
+    }
+    if (why == FAIL_STATUS && (st == 404 || st == 409)) {
+        return 0; /* about this request or model, not the backend's health */
+    }
+    if (cw != NULL) {
+        health_backend_failed(cw, now);
+    }
+    return 0;
 }
 
 static void start_attempt(struct request_ctx *ctx);
@@ -399,12 +496,10 @@ static void start_attempt(struct request_ctx *ctx);
 /* The current attempt failed before anything reached the client. */
 static void attempt_failed(struct request_ctx *ctx, enum failure why, const char *outcome)
 {
+    uint64_t cool_ms = record_health(ctx, why);
     if (why == FAIL_STATUS && ctx->status == 429) {
-        ctx->n_rate_limited++;
-        if (ctx->retry_after >= 0 &&
-            (ctx->min_retry_after < 0 || ctx->retry_after < ctx->min_retry_after)) {
-            ctx->min_retry_after = ctx->retry_after;
-        }
+        /* the client may come back when this key (or the soonest) is usable */
+        note_rate_limit(ctx, (long)((cool_ms + 999) / 1000));
     }
     if (why == FAIL_TIMEOUT) {
         ctx->n_timeout++;
@@ -440,6 +535,7 @@ static void on_header(void *ud, const char *line, size_t len)
     }
     if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
         ctx->event_stream = vlen >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
+        ctx->html = vlen >= 9 && strncasecmp(v, "text/html", 9) == 0;
     }
     if (http_forward_header(line, nlen)) {
         buf_append(&ctx->resp_hdrs, line, len);
@@ -453,7 +549,8 @@ static int on_headers_done(void *ud, int status)
     ctx->status = status;
     switch (http_classify(status)) {
     case HTTP_SUCCESS:
-        ctx->mode = MODE_HOLD;
+        /* an HTML page is a captive portal or a proxy's error, not an answer */
+        ctx->mode = ctx->html ? MODE_DRAIN : MODE_HOLD;
         return 0;
     case HTTP_FAILOVER:
         ctx->mode = MODE_DRAIN;
@@ -461,13 +558,15 @@ static int on_headers_done(void *ud, int status)
     case HTTP_PASSTHROUGH:
         break;
     }
-    /* the client's own mistake: relay it, as it is */
+    /* the client's own mistake: relay it, as it is; the backend is fine */
+    record_health(ctx, FAIL_NONE);
     return commit(ctx);
 }
 
 /* Sends what was held and goes on streaming. */
 static int release_hold(struct request_ctx *ctx)
 {
+    record_health(ctx, FAIL_NONE);
     if (commit(ctx) != 0) {
         return -1;
     }
@@ -481,6 +580,10 @@ static int on_body(void *ud, const char *p, size_t n)
     struct request_ctx *ctx = ud;
     switch (ctx->mode) {
     case MODE_PASS:
+        if (ctx->bytes_out + n > ctx->px->set.max_response) {
+            ctx->too_big = 1;
+            return -1; /* on_done ends it with the error event */
+        }
         /* idle deadline restarts with every chunk */
         ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
         return client_write(ctx, p, n, 1);
@@ -495,6 +598,7 @@ static int on_body(void *ud, const char *p, size_t n)
     if (!ctx->event_stream) {
         /* a plain body: the first byte settles it */
         ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
+        record_health(ctx, FAIL_NONE);
         if (commit(ctx) != 0) {
             return -1;
         }
@@ -550,8 +654,9 @@ static void on_done(void *ud, enum upstream_result r)
             snprintf(o, sizeof(o), "%d", ctx->status);
             log_attempt(ctx, o);
         } else {
-            log_attempt(ctx, upstream_result_name(r));
-            stream_broken(ctx, upstream_result_name(r));
+            const char *why = ctx->too_big ? "response_too_large" : upstream_result_name(r);
+            log_attempt(ctx, why);
+            stream_broken(ctx, why);
         }
         finish(ctx);
         return;
@@ -562,6 +667,10 @@ static void on_done(void *ud, enum upstream_result r)
     }
     if (r != UPSTREAM_OK && ctx->mode != MODE_DRAIN) {
         attempt_failed(ctx, FAIL_TRANSPORT, upstream_result_name(r));
+        return;
+    }
+    if (ctx->mode == MODE_DRAIN && ctx->html) {
+        attempt_failed(ctx, FAIL_EMPTY, "html_body");
         return;
     }
     if (ctx->mode == MODE_DRAIN) {
@@ -594,6 +703,7 @@ static void reset_attempt(struct request_ctx *ctx)
     ctx->status = 0;
     ctx->mode = MODE_NONE;
     ctx->event_stream = 0;
+    ctx->html = 0;
     buf_reset(&ctx->resp_hdrs);
     buf_cleanup(&ctx->hold);
     sse_peek_cleanup(&ctx->peek);
@@ -602,12 +712,80 @@ static void reset_attempt(struct request_ctx *ctx)
     ctx->retry_after = -1;
 }
 
+/* Sends the request to backend b with key k. 0, or -1 when it could not start. */
+static int launch(struct request_ctx *ctx, const struct config_backend *b, size_t k)
+{
+    struct proxy *px = ctx->px;
+    ctx->backend = b;
+    ctx->key_index = k;
+    ctx->attempts++;
+    reset_attempt(ctx);
+    const char *body = ctx->body.data;
+    size_t body_len = ctx->body.len;
+    if (b->model_name != NULL && request_map_model(ctx->body.data, ctx->body.len, &ctx->info,
+                                                   b->model_name, &ctx->mapped) == BUF_OK) {
+        body = ctx->mapped.data;
+        body_len = ctx->mapped.len;
+    }
+    buf_reset(&ctx->url);
+    buf_append_str(&ctx->url, b->base_url);
+    buf_append_str(&ctx->url, ctx->endpoint);
+    if (ctx->query != NULL && *ctx->query != '\0') {
+        buf_printf(&ctx->url, "?%s", ctx->query);
+    }
+    if (b->nkeys > 0) {
+        buf_reset(&ctx->auth);
+        buf_printf(&ctx->auth, "Authorization: Bearer %s", b->keys[k]);
+        ctx->hdrs[0] = ctx->auth.data;
+    } else {
+        ctx->hdrs[0] = "Authorization:"; /* curl: send none */
+    }
+    struct upstream_request rq = {
+        .url = ctx->url.data,
+        .headers = ctx->hdrs,
+        .body = body,
+        .body_len = body_len,
+        .connect_timeout_ms = px->set.connect_timeout_ms,
+    };
+    ctx->attempt_t0 = now_us();
+    /* the attempt's own time to first byte, within the request's deadline */
+    ctx->deadline = ctx->attempt_t0 + (int64_t)b->timeout_ms * 1000;
+    if (ctx->deadline > ctx->deadline_all) {
+        ctx->deadline = ctx->deadline_all;
+    }
+    ctx->xfer = upstream_start(px->loop, &rq, &handler, ctx);
+    if (ctx->xfer == NULL) {
+        log_attempt(ctx, "start_failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* A cooling (backend, key) is passed over; the soonest to recover is kept
+ * for when nothing else is left. */
+static void skip_cooling(struct request_ctx *ctx, uint64_t wait_ms, enum health_reason why,
+                         size_t k)
+{
+    ctx->n_skipped++;
+    if (why == HEALTH_RATE_LIMITED) {
+        ctx->n_skipped_429++;
+        note_rate_limit(ctx, (long)((wait_ms + 999) / 1000));
+    }
+    if (ctx->soonest_wait_ms == 0 || wait_ms < ctx->soonest_wait_ms) {
+        ctx->soonest_wait_ms = wait_ms;
+        ctx->soonest_backend = ctx->order[ctx->oi];
+        ctx->soonest_key = k;
+    }
+}
+
 /* Starts the next attempt in order, or answers with the verdict. */
 static void start_attempt(struct request_ctx *ctx)
 {
     struct proxy *px = ctx->px;
     const struct config_model *m = ctx->model;
-    while (ctx->oi < ctx->norder && ctx->attempts < px->set.max_attempts) {
+    uint64_t now_ms = health_now_ms();
+    while (ctx->oi < ctx->norder && ctx->attempts < px->set.max_attempts &&
+           now_us() < ctx->deadline_all) {
         const struct config_backend *b = &m->backends[ctx->order[ctx->oi]];
         size_t nkeys = b->nkeys ? b->nkeys : 1;
         if (ctx->key_tries >= nkeys) {
@@ -616,53 +794,44 @@ static void start_attempt(struct request_ctx *ctx)
             continue;
         }
         if (ctx->key_tries == 0) {
+            uint64_t *cw = circuit_words(ctx, b);
+            uint64_t wait = cw != NULL ? health_backend_wait(cw, now_ms) : 0;
+            if (wait > 0) {
+                /* circuit open: the whole backend waits */
+                skip_cooling(ctx, wait, HEALTH_NONE, 0);
+                log_skip(ctx, b, "circuit_open", wait);
+                ctx->oi++;
+                continue;
+            }
             uint64_t c = b->nkeys > 1 ? state_next(px->st, m->name, b->name) : 0;
             ctx->key_start = route_key_index(b, c);
         }
-        ctx->backend = b;
-        ctx->key_index = (ctx->key_start + ctx->key_tries) % nkeys;
+        size_t k = (ctx->key_start + ctx->key_tries) % nkeys;
         ctx->key_tries++;
-        ctx->attempts++;
-        reset_attempt(ctx);
-
-        const char *body = ctx->body.data;
-        size_t body_len = ctx->body.len;
-        if (b->model_name != NULL) {
-            if (request_map_model(ctx->body.data, ctx->body.len, &ctx->info, b->model_name,
-                                  &ctx->mapped) == BUF_OK) {
-                body = ctx->mapped.data;
-                body_len = ctx->mapped.len;
-            }
+        uint64_t *kw = key_words(ctx, b, k);
+        enum health_reason why;
+        uint64_t wait = kw != NULL ? health_key_wait(kw, now_ms, &why) : 0;
+        if (wait > 0) {
+            skip_cooling(ctx, wait, why, k);
+            continue;
         }
-        buf_reset(&ctx->url);
-        buf_append_str(&ctx->url, b->base_url);
-        buf_append_str(&ctx->url, ctx->endpoint);
-        if (ctx->query != NULL && *ctx->query != '\0') {
-            buf_printf(&ctx->url, "?%s", ctx->query);
-        }
-        if (b->nkeys > 0) {
-            buf_reset(&ctx->auth);
-            buf_printf(&ctx->auth, "Authorization: Bearer %s", b->keys[ctx->key_index]);
-            ctx->hdrs[0] = ctx->auth.data;
-        } else {
-            ctx->hdrs[0] = "Authorization:"; /* curl: send none */
-        }
-        struct upstream_request rq = {
-            .url = ctx->url.data,
-            .headers = ctx->hdrs,
-            .body = body,
-            .body_len = body_len,
-            .connect_timeout_ms = px->set.connect_timeout_ms,
-        };
-        ctx->attempt_t0 = now_us();
-        ctx->deadline = ctx->attempt_t0 + (int64_t)b->timeout_ms * 1000;
-        ctx->xfer = upstream_start(px->loop, &rq, &handler, ctx);
-        if (ctx->xfer != NULL) {
+        ctx->fallback = 0;
+        if (launch(ctx, b, k) == 0) {
             return;
         }
-        log_attempt(ctx, "start_failed");
         ctx->oi++;
         ctx->key_tries = 0;
+    }
+    if (ctx->attempts == 0 && ctx->n_skipped > 0 && !ctx->soonest_tried &&
+        now_us() < ctx->deadline_all) {
+        /* everything is cooling: rather than refuse, try what recovers first */
+        ctx->soonest_tried = 1;
+        ctx->fallback = 1;
+        ctx->oi = ctx->norder; /* nothing after it */
+        const struct config_backend *b = &m->backends[ctx->soonest_backend];
+        if (launch(ctx, b, ctx->soonest_key) == 0) {
+            return;
+        }
     }
     send_final_error(ctx);
     finish(ctx);
@@ -674,9 +843,6 @@ static void client_hangup(void *ud)
     ctx->client_gone = 1;
     if (ctx->backend != NULL) {
         log_attempt(ctx, "client_gone");
-    }
-    if (!ctx->committed) {
-        ctx->final_status = 499;
     }
     finish(ctx);
 }
@@ -746,22 +912,19 @@ static void prepare_headers(struct request_ctx *ctx)
 {
     size_t offs[MAX_UPSTREAM_HEADERS];
     size_t n = 0;
-    int have_ct = 0;
     for (size_t i = 0; i < ARRAY_LEN(forwarded_params); i++) {
         const char *v = fcgi_io_param(ctx->client, forwarded_params[i]);
         if (v == NULL || *v == '\0' || strpbrk(v, "\r\n") != NULL) {
             continue;
         }
-        have_ct |= i == 0;
         offs[n++] = ctx->hdr_store.len;
         buf_printf(&ctx->hdr_store, "%s: %s", http_upstream_header(forwarded_params[i]), v);
         buf_append(&ctx->hdr_store, "", 1);
     }
-    if (!have_ct) {
-        offs[n++] = ctx->hdr_store.len;
-        buf_append_str(&ctx->hdr_store, "Content-Type: application/json");
-        buf_append(&ctx->hdr_store, "", 1);
-    }
+    /* the body was checked to be JSON, whatever the client labelled it */
+    offs[n++] = ctx->hdr_store.len;
+    buf_append_str(&ctx->hdr_store, "Content-Type: application/json");
+    buf_append(&ctx->hdr_store, "", 1);
     offs[n++] = ctx->hdr_store.len;
     buf_append_str(&ctx->hdr_store, "Expect:"); /* no 100-continue round trip */
     buf_append(&ctx->hdr_store, "", 1);
@@ -782,6 +945,7 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
     ctx->endpoint = endpoint;
     ctx->min_retry_after = -1;
     ctx->retry_after = -1;
+    ctx->deadline_all = t0 + (int64_t)px->set.deadline_ms * 1000;
     unsigned long id = __atomic_add_fetch(&px->next_id, 1, __ATOMIC_RELAXED);
     snprintf(ctx->rid, sizeof(ctx->rid), "%x-%lx", px->pid, id);
     buf_init(&ctx->body, px->set.max_body);

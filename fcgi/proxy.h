@@ -16,6 +16,8 @@ struct proxy_settings {
     long connect_timeout_ms; /* LLMPROXY_CONNECT_TIMEOUT_MS, default 5000 */
     unsigned max_attempts;   /* LLMPROXY_MAX_ATTEMPTS, default 16 */
     size_t hold_max;         /* bytes held before the first event decides, 4 MiB */
+    long deadline_ms;        /* LLMPROXY_DEADLINE_MS: all attempts until an answer, 300000 */
+    size_t max_response;     /* LLMPROXY_MAX_RESPONSE_BYTES: relayed per answer, 256 MiB */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);

@@ -19,7 +19,7 @@
 struct slot {
     uint64_t key; /* 0: free; else the name hash (never 0) */
     uint64_t counter;
-    uint64_t spare[6];
+    uint64_t spare[STATE_WORDS];
 };
 
 struct state_file {
@@ -125,6 +125,17 @@ static uint64_t name_key(const char *a, const char *b)
         key = fnv(key, b);
     }
     return key == 0 ? 1 : key;
+}
+
+uint64_t *state_words(struct state *st, const char *a, const char *b, const char *c)
+{
+    uint64_t key = name_key(a, b);
+    if (c != NULL) {
+        key = fnv(key, c);
+        key = key == 0 ? 1 : key;
+    }
+    struct slot *s = find_slot(st != NULL ? st->f->slots : private_slots, key);
+    return s != NULL ? s->spare : NULL;
 }
 
 uint64_t state_peek(struct state *st, const char *a, const char *b)

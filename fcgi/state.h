@@ -22,6 +22,13 @@ void state_close(struct state *st);
  * value. b may be NULL. */
 uint64_t state_next(struct state *st, const char *a, const char *b);
 
+/* The STATE_WORDS spare 64-bit words of the slot named (a, b, c), for
+ * health records (health.h); every process sees the same words. Use them
+ * with __atomic builtins only. NULL when the table is full. b and c may be
+ * NULL. Without a file (st NULL) the words are private to this process. */
+#define STATE_WORDS 6
+uint64_t *state_words(struct state *st, const char *a, const char *b, const char *c);
+
 /* Reads the counter named (a, b) without changing it (0 if never used). */
 uint64_t state_peek(struct state *st, const char *a, const char *b);
 

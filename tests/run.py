@@ -67,10 +67,13 @@ def run_e2e():
     from harness import Lighttpd
     import test_proxy
     import test_admin  # noqa: F401  (registers its tests)
+    import test_resilience  # noqa: F401
 
     up = FakeUpstream().start()
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
-    srv = Lighttpd(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144"})
+    srv = Lighttpd(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144",
+                                         "LLMPROXY_DEADLINE_MS": "4000",
+                                         "LLMPROXY_MAX_RESPONSE_BYTES": "4194304"})
     try:
         srv.start({})
     except Exception as e:  # noqa: BLE001

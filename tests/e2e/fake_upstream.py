@@ -19,6 +19,10 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   html=1      200 with an HTML body
   big=N       non-streaming answer padded to about N bytes
   endless=1   stream chunks forever (until the client goes away)
+  onlykey=K   `status` applies only to requests whose key ends with K
+  code=C      the error body's code (e.g. context_length_exceeded)
+  bigevent=N  the first SSE event carries N bytes of content
+  bytewise=1  stream every byte in a chunk of its own
 
 GET /_log returns every request received (method, path, headers, body);
 POST /_reset clears it and the failn counters.
@@ -29,6 +33,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 class State:
@@ -53,7 +58,7 @@ def parse_spec(seg):
     for tok in seg.split("+"):
         if "=" in tok:
             k, v = tok.split("=", 1)
-            spec[k] = v
+            spec[k] = unquote(v)
     return spec
 
 
@@ -152,13 +157,15 @@ class Handler(BaseHTTPRequestHandler):
         status = int(spec.get("status", "200"))
         if "failn" in spec and count > int(spec["failn"]):
             status = 200
+        if "onlykey" in spec and not self.headers.get("Authorization", "").endswith(spec["onlykey"]):
+            status = 200
         if status != 200:
             extra = {}
             if "ra" in spec:
                 extra["Retry-After"] = spec["ra"]
             err = {"error": {"message": "fake %d from %s (key %s)" % (
                 status, name, self.headers.get("Authorization", "")),
-                "type": "fake", "param": None, "code": "fake_%d" % status}}
+                "type": "fake", "param": None, "code": spec.get("code", "fake_%d" % status)}}
             self._json(status, err, extra)
             return
         if spec.get("empty"):
@@ -204,6 +211,19 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(b": keep-alive\n\n")
         if spec.get("errevent"):
             self._chunk(b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n')
+            self._chunk(b"")
+            return
+        if "bigevent" in spec:
+            ev = {"i": 0, "backend": name, "choices": [{"delta": {"content": "x" * int(spec["bigevent"])}}]}
+            self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+            return
+        if spec.get("bytewise"):
+            data = (b": hi\r\n\r\ndata: {\"i\": 0, \"backend\": \"%s\"}\r\n\r\n"
+                    b"data: {\"i\": 1}\n\ndata: [DONE]\n\n" % name.encode())
+            for i in range(len(data)):
+                self._chunk(data[i:i + 1])
             self._chunk(b"")
             return
         chunks = int(spec.get("chunks", "3"))
