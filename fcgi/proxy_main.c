@@ -137,7 +137,8 @@ int main(int argc, char **argv)
     app.px = proxy_new(&set, app.loop, st);
 
     if (!socket_path && fcgi_io_is_cgi()) {
-        /* plain CGI: one request, then exit */
+        /* plain CGI: one request, then exit; a client gone shows as EPIPE */
+        signal(SIGPIPE, SIG_IGN);
         proxy_handle(app.px, fcgi_io_cgi_request());
         upstream_loop_stop(app.loop, proxy_busy, app.px);
         upstream_loop_run(app.loop, proxy_tick, app.px, 50);

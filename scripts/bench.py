@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--hold", default="1000,5000,10000",
                     help="held-stream counts; 0 skips that part")
     ap.add_argument("--only-hold", action="store_true")
+    ap.add_argument("--only-cgi", action="store_true")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -187,6 +188,9 @@ def main():
 
         if args.only_hold:
             held_streams(args, lp_port, up_port, state, lp_log, work)
+            return
+        if args.only_cgi:
+            cgi_rate(up_port, script)
             return
         variants = {
             "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
@@ -262,6 +266,7 @@ def main():
             pct(delay["mod_proxy"], 50) - pct(delay["direct"], 50),
             pct(delay["mod_proxy"], 99) - pct(delay["direct"], 99)))
         held_streams(args, lp_port, up_port, state, lp_log, work)
+        cgi_rate(up_port, script)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
                               capture_output=True, text=True).stdout
         for line in cost.splitlines():
@@ -271,6 +276,22 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def cgi_rate(up_port, script):
+    """Requests/s of the same binary as plain CGI (a new process per request)."""
+    from harness import LighttpdCgi
+    srv = LighttpdCgi(os.path.join(ROOT, "cgi-bin", "llmproxy.fcgi"))
+    srv.start({"bench": {"Strategy": "Failover", "Backends": [{
+        "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/v1" % up_port, "ApiKeys": ["k"]}]}})
+    try:
+        url = "http://127.0.0.1:%d/v1/chat/completions" % srv.port
+        wrk(url, 8, 1, script)
+        r = wrk(url, 8, 5, script)
+        print("\nCGI mode (mod_cgi, a process per request, 8 connections): %.0f req/s, p50 %.2f ms, "
+              "p99 %.2f ms, %d errors" % (r["rps"], r["p50"], r["p99"], r["errors"]))
+    finally:
+        srv.stop()
 
 
 def upstream_stats(port):

@@ -68,6 +68,7 @@ def run_e2e():
     import test_proxy
     import test_admin  # noqa: F401  (registers its tests)
     import test_resilience  # noqa: F401
+    import test_cgi  # noqa: F401
 
     up = FakeUpstream().start()
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")

@@ -118,6 +118,48 @@ class Lighttpd:
         return found
 
 
+class LighttpdCgi(Lighttpd):
+    """lighttpd running llmproxy.fcgi as a plain CGI program (mod_cgi): a new
+    process per request, sharing the state dir."""
+
+    def start(self, models=None):
+        if models is not None:
+            write_routing(self.routing, models)
+        os.chmod(self.state, 0o700)
+        conf = os.path.join(self.state, "lighttpd-cgi.conf")
+        bindir = os.path.dirname(self.binary)
+        with open(conf, "w") as f:
+            f.write("""
+server.modules += ("mod_alias", "mod_rewrite", "mod_setenv", "mod_cgi")
+server.bind = "127.0.0.1"
+server.port = %(port)d
+server.document-root = "%(root)s/htdocs"
+server.pid-file = "%(state)s/lighttpd.pid"
+server.stream-response-body = 1
+server.max-request-size = 320
+alias.url = ("/cgi-bin/" => "%(bindir)s/")
+$HTTP["url"] =~ "^/cgi-bin/" { cgi.assign = (".fcgi" => "") }
+url.rewrite-once = ("^/(v1/.*|health)$" => "/cgi-bin/%(prog)s/$1")
+setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
+                          "LLMPROXY_MAX_BODY_BYTES" => "262144",
+                          "ASAN_OPTIONS" => "detect_leaks=0:log_path=%(state)s/asan",
+                          "UBSAN_OPTIONS" => "print_stacktrace=1:log_path=%(state)s/ubsan")
+""" % {"port": self.port, "root": ROOT, "state": self.state, "bindir": bindir,
+                   "prog": os.path.basename(self.binary)})
+        with open(self.errorlog, "ab") as log:
+            self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], stdout=log, stderr=log,
+                                         start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if request(self.port, "GET", "/health", timeout=2)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("lighttpd (CGI) did not come up; log:\n" + self.log())
+
+
 class Response:
     def __init__(self, status, headers, body, chunks, t_sent):
         self.status = status

@@ -1,0 +1,101 @@
+"""The same responder as a plain CGI program under lighttpd's mod_cgi (a process per request)."""
+
+import json
+import os
+import re
+import time
+
+from harness import LighttpdCgi, backend, chat, open_request, request
+from test_proxy import Env, U, requests_for, served_by, test, wait_for
+
+
+class Cgi:
+    server = None
+
+
+def cgi_port():
+    if Cgi.server is None:
+        Cgi.server = LighttpdCgi(Env.server.binary).start({})
+    return Cgi.server.port
+
+
+def routing(models):
+    from harness import write_routing
+    cgi_port()
+    write_routing(Cgi.server.routing, models)
+
+
+@test
+def cgi_basics_and_failover():
+    routing({"m": {"Strategy": "Failover", "Backends": [
+        backend("bad", U("name=cgi-bad+status=503")), backend("good", U("name=cgi-good"))]}})
+    p = cgi_port()
+    s, h, b = request(p, "GET", "/health")
+    assert s == 200 and json.loads(b) == {"Status": "Healthy"}, (s, b)
+    s, h, b = request(p, "GET", "/v1/models")
+    assert s == 200 and [m["id"] for m in json.loads(b)["data"]] == ["m"], b
+    r = chat(p, "m")
+    assert r.status == 200 and served_by(r) == "cgi-good", r.body
+    s, h, b = request(p, "POST", "/v1/chat/completions", "{nope")
+    assert s == 400 and "error" in json.loads(b)
+
+
+@test
+def cgi_rotation_and_cooldowns_shared_across_processes():
+    routing({"rr": {"Strategy": "RoundRobin", "Backends": [
+        backend("a", U("name=cgi-rr-a")), backend("b", U("name=cgi-rr-b"))]},
+        "k": {"Strategy": "Failover", "Backends": [
+            backend("k", U("name=cgi-rl+status=429+ra=30+onlykey=ck-1"), keys=["ck-1", "ck-2"])]}})
+    p = cgi_port()
+    seq = [served_by(chat(p, "rr")) for _ in range(8)]
+    assert seq in (["cgi-rr-a", "cgi-rr-b"] * 4, ["cgi-rr-b", "cgi-rr-a"] * 4), seq
+    Env.up.reset()
+    for _ in range(4):
+        assert chat(p, "k").status == 200
+    keys = [e["headers"]["authorization"] for e in requests_for("name=cgi-rl")]
+    assert keys.count("Bearer ck-1") == 1, keys  # cooled by one process, skipped by the next
+
+
+@test
+def cgi_streams_unbuffered():
+    routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-t+chunks=4+gap=300"))]}})
+    r = chat(cgi_port(), "m", stream=True)
+    lat = []
+    for t_arr, data in r.chunks:
+        for m in re.finditer(rb'"t": ([0-9.]+)', data):
+            lat.append(t_arr - float(m.group(1)))
+    assert len(lat) == 4 and max(lat) < 0.1, lat
+    assert r.events()[-1] == "[DONE]"
+
+
+@test
+def cgi_client_gone_aborts_upstream():
+    routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-endless+endless=1+gap=100"))]}})
+    Env.up.reset()
+    p = cgi_port()
+    sock = open_request(p, "POST", "/v1/chat/completions", {"model": "m", "stream": True})
+    data = b""
+    while b"data:" not in data:
+        data += sock.recv(4096)
+    t_close = time.time()
+    sock.close()
+    assert wait_for(lambda: all("ended" in e for e in requests_for("name=cgi-endless")), 3)
+    assert requests_for("name=cgi-endless")[0]["ended"] - t_close < 1.0
+    assert wait_for(lambda: "status=499" in Cgi.server.log(), 3), Cgi.server.log()[-1000:]
+
+
+@test
+def cgi_ignores_proxy_header():
+    routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-proxy"))]}})
+    r = chat(cgi_port(), "m", headers={"Proxy": "http://127.0.0.1:9"})
+    assert r.status == 200 and served_by(r) == "cgi-proxy", (r.status, r.body[:200])
+
+
+@test
+def cgi_stop_and_sanitizers():
+    if Cgi.server is None:
+        return
+    Cgi.server.stop()
+    reports = Cgi.server.sanitizer_reports()
+    Cgi.server = None
+    assert not reports, "\n".join(reports)[-3000:]
