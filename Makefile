@@ -19,12 +19,15 @@ UNITS   := buf config route state request sse http snapshot auth store health
 
 REL_DIR := build/release
 SAN_DIR := build/asan
+VG_DIR  := build/valgrind
 
 PROXY_REL := cgi-bin/llmproxy.fcgi
 PROXY_SAN := $(SAN_DIR)/llmproxy.fcgi
 ADMIN_REL := cgi-bin/llmproxy-admin.fcgi
 ADMIN_SAN := $(SAN_DIR)/llmproxy-admin.fcgi
 UNIT_BINS := $(UNITS:%=$(SAN_DIR)/test_%)
+# the same unit tests without sanitizers, to run under valgrind
+VG_BINS   := $(UNITS:%=$(VG_DIR)/test_%)
 
 export LLMPROXY_PORT ?= 1852
 export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
@@ -41,6 +44,15 @@ $(REL_DIR)/%.o: fcgi/%.c | $(REL_DIR)
 
 $(SAN_DIR)/%.o: fcgi/%.c | $(SAN_DIR)
 	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(VG_DIR)/%.o: fcgi/%.c | $(VG_DIR)
+	$(CC) $(STD) $(WARN) -O1 -g $(DEPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(VG_DIR)/test_%.o: tests/unit/test_%.c | $(VG_DIR)
+	$(CC) $(STD) $(WARN) -O1 -g $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
+
+$(VG_DIR)/test_%: $(VG_DIR)/test_%.o $(CORE:%=$(VG_DIR)/%.o)
+	$(CC) -g $< $(filter-out $(VG_DIR)/$*.o,$(CORE:%=$(VG_DIR)/%.o)) -o $@ $(LIBS)
 
 $(SAN_DIR)/test_%.o: tests/unit/test_%.c | $(SAN_DIR)
 	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
@@ -63,7 +75,7 @@ $(ADMIN_SAN): $(ADMIN:%=$(SAN_DIR)/%.o)
 $(SAN_DIR)/test_%: $(SAN_DIR)/test_%.o $(CORE:%=$(SAN_DIR)/%.o)
 	$(CC) $(SAN) $< $(filter-out $(SAN_DIR)/$*.o,$(CORE:%=$(SAN_DIR)/%.o)) -o $@ $(LIBS)
 
-$(REL_DIR) $(SAN_DIR):
+$(REL_DIR) $(SAN_DIR) $(VG_DIR):
 	@mkdir -p $@
 
 run: deps $(PROXY_REL) $(ADMIN_REL)
@@ -71,7 +83,8 @@ run: deps $(PROXY_REL) $(ADMIN_REL)
 
 test: 
 	@scripts/deps.sh test
-	@$(MAKE) -s --no-print-directory $(PROXY_REL) $(ADMIN_REL) $(PROXY_SAN) $(ADMIN_SAN) $(UNIT_BINS)
+	@$(MAKE) -s --no-print-directory $(PROXY_REL) $(ADMIN_REL) $(PROXY_SAN) $(ADMIN_SAN) $(UNIT_BINS) $(VG_BINS) \
+		$(FUZZ_BINS)
 	@python3 tests/run.py
 
 unit: $(UNIT_BINS)
@@ -121,4 +134,4 @@ check-format:
 clean:
 	rm -rf build $(PROXY_REL) $(ADMIN_REL)
 
--include $(wildcard $(REL_DIR)/*.d $(SAN_DIR)/*.d)
+-include $(wildcard $(REL_DIR)/*.d $(SAN_DIR)/*.d $(VG_DIR)/*.d)

@@ -26,6 +26,8 @@ if [ "$what" = test ]; then
     have_cmd node || need="$need nodejs"
     have_cmd npm || need="$need npm"
     have_cmd clang-format || need="$need clang-format"
+    have_cmd valgrind || need="$need valgrind"
+    have_cmd clang || need="$need clang"
 fi
 if [ "$what" = bench ]; then
     have_cmd wrk || need="$need wrk"

@@ -37,7 +37,7 @@ def run_unit():
         report(False, "unit tests built", "no unit test programs in build/asan")
     for b in bins:
         name = os.path.basename(b)
-        p = subprocess.run([b], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        p = subprocess.run([b], capture_output=True, text=True, errors="replace", cwd=ROOT, timeout=300)
         seen = 0
         for line in p.stdout.splitlines():
             if line.startswith("ok ") or line.startswith("not ok "):
@@ -46,6 +46,44 @@ def run_unit():
         if p.returncode != 0 or seen == 0:
             report(False, "%s exits cleanly" % name,
                    "exit %d\n%s" % (p.returncode, (p.stderr or "")[-3000:]))
+
+
+def run_valgrind():
+    """The unit tests, built without sanitizers, are valgrind-clean with no leaks."""
+    import shutil
+    if shutil.which("valgrind") is None:
+        report(False, "valgrind installed", "scripts/deps.sh test installs it")
+        return
+    bins = sorted(glob.glob(os.path.join(ROOT, "build", "valgrind", "test_*")))
+    bins = [b for b in bins if os.access(b, os.X_OK) and not b.endswith((".o", ".d"))]
+    if not bins:
+        report(False, "valgrind: unit tests built", "no programs in build/valgrind")
+    env = dict(os.environ, LLMPROXY_TEST_QUICK="1")
+    for b in bins:
+        name = os.path.basename(b)
+        p = subprocess.run(["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
+                            "--errors-for-leak-kinds=definite,indirect,possible",
+                            "--show-leak-kinds=definite,indirect,possible", b],
+                           capture_output=True, text=True, errors="replace", cwd=ROOT, env=env, timeout=600)
+        report(p.returncode == 0, "valgrind: %s clean, no leaks" % name,
+               "exit %d\n%s" % (p.returncode, p.stderr[-3000:]))
+
+
+def run_fuzz_briefly():
+    """Each libFuzzer harness for a few seconds from its seeds (make fuzz runs them long)."""
+    for name in ("request", "config", "retry_after", "sse"):
+        fz = os.path.join(ROOT, "build", "fuzz", "fuzz_" + name)
+        if not os.access(fz, os.X_OK):
+            report(False, "fuzz: %s built" % name, "build/fuzz/fuzz_%s missing" % name)
+            continue
+        seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", name)
+        # new finds go to the first directory: never into the committed seeds
+        work = os.path.join(ROOT, "build", "fuzz", "ci-corpus-" + name)
+        os.makedirs(work, exist_ok=True)
+        p = subprocess.run([fz, "-max_total_time=5", "-max_len=65536", work, seeds],
+                           capture_output=True, text=True, errors="replace", cwd=os.path.join(ROOT, "build", "fuzz"),
+                           timeout=120)
+        report(p.returncode == 0, "fuzz: %s for 5 s without a finding" % name, p.stderr[-3000:])
 
 
 def run_format():
@@ -114,7 +152,7 @@ def run_browser(srv, up):
     t0 = time.time()
     try:
         p = subprocess.run(["node", script, str(srv.port), token, up.url("name=browser"), srv.state],
-                           capture_output=True, text=True, timeout=180,
+                           capture_output=True, text=True, errors="replace", timeout=180,
                            cwd=os.path.join(ROOT, "tests", "e2e"))
     except (OSError, subprocess.TimeoutExpired) as e:
         report(False, "browser: admin page in Chromium", str(e))
@@ -136,6 +174,8 @@ def main():
     if not e2e_only:
         run_format()
         run_unit()
+        run_valgrind()
+        run_fuzz_briefly()
     if not unit_only:
         run_e2e()
     print("")

@@ -20,6 +20,7 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   big=N       non-streaming answer padded to about N bytes
   endless=1   stream chunks forever (until the client goes away)
   onlykey=K   `status` applies only to requests whose key ends with K
+  flip=S      `status` applies only in every other S-second window (healthy, failing, ...)
   code=C      the error body's code (e.g. context_length_exceeded)
   bigevent=N  the first SSE event carries N bytes of content
   bytewise=1  stream every byte in a chunk of its own
@@ -68,6 +69,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet
         pass
+
+    def setup(self):
+        super().setup()
+        # headers and body go out in separate writes: without this, Nagle and
+        # delayed ACKs add 40 ms to every answer
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self):
         if self.path == "/_log":
@@ -158,6 +165,8 @@ class Handler(BaseHTTPRequestHandler):
         if "failn" in spec and count > int(spec["failn"]):
             status = 200
         if "onlykey" in spec and not self.headers.get("Authorization", "").endswith(spec["onlykey"]):
+            status = 200
+        if "flip" in spec and int(time.time() / float(spec["flip"])) % 2 == 0:
             status = 200
         if status != 200:
             extra = {}
@@ -258,6 +267,8 @@ class FakeUpstream:
         ThreadingHTTPServer.request_queue_size = 1024
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        # clients that leave mid-answer are part of the tests: no tracebacks
+        self.httpd.handle_error = lambda request, client_address: None
         self.httpd.state = self.state
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -43,7 +43,7 @@ static char *file_text(void)
 int main(void)
 {
     ok(mkdtemp(dir) != NULL, "temp dir");
-    char err[1024];
+    char err[1024] = "";
     enum store_status st;
     cJSON *root = store_read(dir, &st, err, sizeof(err));
     ok(root != NULL && st == STORE_OK && cJSON_GetObjectItem(root, "Models") != NULL,
