@@ -32,7 +32,7 @@ VG_BINS   := $(UNITS:%=$(VG_DIR)/test_%)
 export LLMPROXY_PORT ?= 1852
 export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: all deps run test unit e2e bench fuzz clean format check-format
+.PHONY: all deps run test unit e2e bench fuzz clean format check-format install uninstall
 
 all: $(PROXY_REL) $(ADMIN_REL)
 
@@ -124,6 +124,38 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS)
 # `make fuzz` runs each harness FUZZ_SECONDS (600) on a copy of its corpus
 fuzz: $(FUZZ_BINS)
 	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+# make install PREFIX=/usr/local DESTDIR=: programs in $(PREFIX)/lib/llmproxy,
+# the page and config snippets in $(PREFIX)/share/llmproxy, systemd units in
+# $(PREFIX)/lib/systemd/system (paths inside them follow PREFIX).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LIBDIR   = $(DESTDIR)$(PREFIX)/lib/llmproxy
+SHAREDIR = $(DESTDIR)$(PREFIX)/share/llmproxy
+UNITDIR  = $(DESTDIR)$(PREFIX)/lib/systemd/system
+DOCDIR   = $(DESTDIR)$(PREFIX)/share/doc/llmproxy
+SNIPPETS = lighttpd/15-llmproxy.conf apache/llmproxy-proxy-fcgi.conf apache/llmproxy-fcgid.conf \
+           apache/htaccess dynamic_routing.default.json
+UNITS_SD = llmproxy.service llmproxy-admin.service
+FIXPATHS = sed -e 's|/usr/local/|$(PREFIX)/|g'
+
+install: $(PROXY_REL) $(ADMIN_REL)
+	install -d $(LIBDIR) $(SHAREDIR)/htdocs $(SHAREDIR)/etc/lighttpd $(SHAREDIR)/etc/apache \
+		$(UNITDIR) $(DOCDIR)
+	install -m 0755 $(PROXY_REL) $(ADMIN_REL) $(LIBDIR)/
+	install -m 0644 htdocs/admin.html htdocs/index.html $(SHAREDIR)/htdocs/
+	for f in $(SNIPPETS); do $(FIXPATHS) etc/$$f > $(SHAREDIR)/etc/$$f; chmod 0644 $(SHAREDIR)/etc/$$f; done
+	for f in $(UNITS_SD); do $(FIXPATHS) etc/systemd/$$f > $(UNITDIR)/$$f; chmod 0644 $(UNITDIR)/$$f; done
+	install -m 0644 README.md $(DOCDIR)/
+
+uninstall:
+	rm -f $(LIBDIR)/llmproxy.fcgi $(LIBDIR)/llmproxy-admin.fcgi
+	rm -f $(SHAREDIR)/htdocs/admin.html $(SHAREDIR)/htdocs/index.html
+	for f in $(SNIPPETS); do rm -f $(SHAREDIR)/etc/$$f; done
+	for f in $(UNITS_SD); do rm -f $(UNITDIR)/$$f; done
+	rm -f $(DOCDIR)/README.md
+	-rmdir $(LIBDIR) $(SHAREDIR)/htdocs $(SHAREDIR)/etc/lighttpd $(SHAREDIR)/etc/apache \
+		$(SHAREDIR)/etc $(SHAREDIR) $(DOCDIR) 2>/dev/null
 
 format:
 	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c tests/fuzz/*.c

@@ -381,7 +381,13 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
         reply_error(c, 404, "not_found", "unknown admin URL", NULL);
         return 404;
     }
-    if (!auth_bearer_ok(fcgi_io_param(c, "HTTP_AUTHORIZATION"), a->token)) {
+    const char *authz = fcgi_io_param(c, "HTTP_AUTHORIZATION");
+    if (authz == NULL) {
+        /* Apache CGI behind an .htaccess rewrite ([E=HTTP_AUTHORIZATION:...]
+         * renamed by the internal redirect) */
+        authz = fcgi_io_param(c, "REDIRECT_HTTP_AUTHORIZATION");
+    }
+    if (!auth_bearer_ok(authz, a->token)) {
         reply_error(c, 401, "authentication_error",
                     "missing or wrong admin token: send Authorization: Bearer <token>",
                     "WWW-Authenticate: Bearer realm=\"llmproxy-admin\"\r\n");

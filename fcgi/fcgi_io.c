@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -158,6 +159,23 @@ void fcgi_io_finish(struct fcgi_client *c)
     if (c->cgi) {
         fflush(stdout);
     } else {
+        /* An early answer (413, 401...) leaves the body unread; Apache's
+         * mod_proxy_fcgi fails the whole request (503) if the connection
+         * closes while it still sends it, so read it to its end first.
+         * The web server's own body limit bounds this. */
+        char sink[16384];
+        int n = FCGX_GetStr(sink, (int)sizeof(sink), c->req.in);
+        if (n > 0) {
+            /* a client that never sends the body it announced must not hold
+             * this thread: give up after a second without data */
+            struct timeval tv = {1, 0};
+            setsockopt(c->req.ipcFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            size_t total = (size_t)n;
+            while (total < (64u << 20) && n > 0) {
+                n = FCGX_GetStr(sink, (int)sizeof(sink), c->req.in);
+                total += n > 0 ? (size_t)n : 0;
+            }
+        }
         /* the whole request was read and the answer is complete: close at
          * once instead of shutdown() and waiting for the server's FIN */
         FCGX_Detach(&c->req);

@@ -14,6 +14,10 @@ have_header fcgiapp.h || need="$need libfcgi-dev"
 have_header curl/curl.h || need="$need libcurl4-openssl-dev"
 have_header cjson/cJSON.h || need="$need libcjson-dev"
 have_cmd lighttpd || need="$need lighttpd"
+if [ "$what" = test ] || [ "${LLMPROXY_SERVER:-lighttpd}" = apache ]; then
+    have_cmd apache2 || need="$need apache2"
+    [ -f /usr/lib/apache2/modules/mod_fcgid.so ] || need="$need libapache2-mod-fcgid"
+fi
 case "$what" in
 test|bench)
     have_cmd python3 || need="$need python3"

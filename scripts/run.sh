@@ -1,5 +1,6 @@
 #!/bin/sh
-# Serves llmproxy with lighttpd in the foreground: `make run`.
+# Serves llmproxy in the foreground: `make run`.
+#   LLMPROXY_SERVER      lighttpd (default) or apache (mod_proxy_fcgi)
 #   LLMPROXY_PORT        port on 127.0.0.1 (1852)
 #   LLMPROXY_STATE_DIR   routing file, runtime state, sockets, pid file (./var)
 #   LLMPROXY_PROCS       responder processes (2)
@@ -55,6 +56,60 @@ sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
     -e "s|@MAX_REQUEST_KB@|$max_kb|g" -e "s|@MAX_FDS@|$max_fds|g" -e "s|@MAX_CONNS@|$max_conns|g" \
     "$root/etc/lighttpd.conf.in" > "$conf.tmp"
 mv "$conf.tmp" "$conf"
+if [ "${LLMPROXY_SERVER:-lighttpd}" = apache ]; then
+    # Apache spawns nothing for mod_proxy_fcgi: the programs listen on their
+    # own sockets, children of this script, stopped with it.
+    run="$state/run"
+    mkdir -p "$run" "$state/apache"
+    # Apache's workers (www-data when started as root) reach the sockets;
+    # the state dir stays unlistable and its files 0600.
+    chmod 711 "$state"
+    chmod 755 "$run"
+    user=""
+    if [ "$(id -u)" -eq 0 ]; then
+        user="User www-data
+Group www-data"
+    fi
+    moddir=/usr/lib/apache2/modules
+    conf="$state/apache.conf"
+    awk -v user="$user" '{ if ($0 == "@USER@") print user; else print }' \
+        "$root/etc/apache/llmproxy-standalone.conf.in" |
+    sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
+        -e "s|@STATE@|$state|g" -e "s|@MODDIR@|$moddir|g" \
+        -e "s|@MAX_REQUEST_BYTES@|$((max_kb * 1024))|g" > "$conf.tmp"
+    mv "$conf.tmp" "$conf"
+    [ "${LLMPROXY_CONFIG_ONLY:-0}" = 1 ] && exit 0
+    rm -f "$run/llmproxy.sock" "$run/admin.sock"
+    pids=""
+    stop() {
+        trap - EXIT INT TERM HUP
+        # shellcheck disable=SC2086
+        [ -n "$pids" ] && kill $pids 2>/dev/null
+        wait 2>/dev/null
+        exit 0
+    }
+    trap stop EXIT INT TERM HUP
+    LLMPROXY_STATE_DIR="$state" "$bin" --socket "$run/llmproxy.sock" &
+    pids="$!"
+    LLMPROXY_STATE_DIR="$state" "$admin_bin" --socket "$run/admin.sock" &
+    pids="$pids $!"
+    i=0
+    while [ ! -S "$run/llmproxy.sock" ] || [ ! -S "$run/admin.sock" ]; do
+        i=$((i + 1))
+        [ $i -gt 100 ] && { echo "llmproxy: the programs did not open their sockets" >&2; exit 1; }
+        sleep 0.05
+    done
+    chmod 666 "$run/llmproxy.sock" "$run/admin.sock"
+    apache=$(command -v apache2 || echo /usr/sbin/apache2)
+    "$apache" -t -f "$conf" 2>&1 | grep -v "Syntax OK" >&2 || true
+    echo "llmproxy: serving through Apache on http://127.0.0.1:$port (admin page:" \
+         "http://127.0.0.1:$port/admin; state in $state); Ctrl-C stops" >&2
+    "$apache" -f "$conf" -DFOREGROUND &
+    pids="$pids $!"
+    wait $!
+    exit $?
+fi
+
 [ "${LLMPROXY_CONFIG_ONLY:-0}" = 1 ] && exit 0
 
 lighttpd=$(command -v lighttpd || echo /usr/sbin/lighttpd)

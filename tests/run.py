@@ -100,45 +100,49 @@ def run_format():
     report(p.returncode == 0, "C sources are clang-formatted (make format)", p.stderr[-2000:])
 
 
-def run_e2e():
+def run_e2e(server_name):
     from fake_upstream import FakeUpstream
-    from harness import Lighttpd
+    from harness import Apache, Lighttpd
     import test_proxy
     import test_admin  # noqa: F401  (registers its tests)
     import test_resilience  # noqa: F401
     import test_cgi  # noqa: F401
+    import test_hosted  # noqa: F401
 
+    cls = Apache if server_name == "apache" else Lighttpd
+    tag = "e2e[%s]" % server_name
     up = FakeUpstream().start()
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
-    srv = Lighttpd(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144",
-                                         "LLMPROXY_DEADLINE_MS": "4000",
-                                         "LLMPROXY_MAX_RESPONSE_BYTES": "4194304"})
+    srv = cls(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144",
+                                    "LLMPROXY_DEADLINE_MS": "4000",
+                                    "LLMPROXY_MAX_RESPONSE_BYTES": "4194304"})
     try:
         srv.start({})
     except Exception as e:  # noqa: BLE001
-        report(False, "e2e: lighttpd starts", str(e))
+        report(False, "%s: server starts" % tag, str(e))
         up.stop()
         return
     test_proxy.Env.server = srv
+    test_proxy.Env.server_class = cls
     test_proxy.Env.up = up
     only = os.environ.get("E2E_ONLY")
     try:
         for fn in test_proxy.TESTS:
-            if only and only not in fn.__name__:
+            if server_name not in fn.servers or (only and only not in fn.__name__):
                 continue
             t0 = time.time()
             try:
                 fn()
-                report(True, "e2e: %s (%.2fs)" % (fn.__name__, time.time() - t0))
+                report(True, "%s: %s (%.2fs)" % (tag, fn.__name__, time.time() - t0))
             except Exception:  # noqa: BLE001
-                report(False, "e2e: %s" % fn.__name__, traceback.format_exc()[-3000:])
-        if not only or only in "browser_admin":
+                report(False, "%s: %s" % (tag, fn.__name__), traceback.format_exc()[-3000:])
+        if server_name == "lighttpd" and (not only or only in "browser_admin"):
             run_browser(srv, up)
     finally:
         srv.stop()
         up.stop()
     reports = srv.sanitizer_reports()
-    report(not reports, "e2e: no sanitizer reports from the responders",
+    report(not reports, "%s: no sanitizer reports from the programs" % tag,
            "\n".join(reports)[-5000:])
     if failed:
         print("        (state and log kept in %s)" % srv.state)
@@ -177,7 +181,8 @@ def main():
         run_valgrind()
         run_fuzz_briefly()
     if not unit_only:
-        run_e2e()
+        for server in os.environ.get("E2E_SERVERS", "lighttpd apache").split():
+            run_e2e(server)
     print("")
     if failures:
         print("failed: " + ", ".join(failures))

@@ -40,6 +40,8 @@ def backend(name, url, keys=None, model=None, weight=1, enabled=True, timeout=No
 class Lighttpd:
     """lighttpd started through scripts/run.sh on a free port with its own state dir."""
 
+    name = "lighttpd"
+
     def __init__(self, binary, procs=2, env=None):
         self.state = tempfile.mkdtemp(prefix="llmproxy-e2e-")
         self.port = free_port()
@@ -81,9 +83,11 @@ class Lighttpd:
         raise RuntimeError("lighttpd did not come up; log:\n" + self.log())
 
     def responder_pids(self):
+        """The responder processes (children of lighttpd, or of run.sh for Apache)."""
         out = subprocess.run(["ps", "-o", "pid=,ppid=,args=", "--ppid", str(self.proc.pid)],
                              capture_output=True, text=True).stdout
-        return [int(l.split()[0]) for l in out.splitlines() if "llmproxy.fcgi" in l]
+        return [int(l.split()[0]) for l in out.splitlines()
+                if "llmproxy.fcgi" in l and "--socket" not in l.split("llmproxy.fcgi")[0]]
 
     def stop(self):
         if self.proc is None:
@@ -116,6 +120,18 @@ class Lighttpd:
         if any(m in text for m in SANITIZER_MARKS):
             found.append(text)
         return found
+
+
+class Apache(Lighttpd):
+    """Apache with mod_proxy_fcgi (LLMPROXY_SERVER=apache scripts/run.sh): the two
+    programs listen on their own sockets; one responder process."""
+
+    name = "apache"
+
+    def __init__(self, binary, procs=1, env=None):
+        env = dict(env or {})
+        env["LLMPROXY_SERVER"] = "apache"
+        super().__init__(binary, procs=1, env=env)
 
 
 class LighttpdCgi(Lighttpd):
@@ -158,6 +174,103 @@ setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
                 pass
             time.sleep(0.05)
         raise RuntimeError("lighttpd (CGI) did not come up; log:\n" + self.log())
+
+
+class ApacheHosted(Lighttpd):
+    """Apache running the programs itself: mode "cgi" (mod_cgid, routed by the
+    shared-hosting .htaccess from etc/apache/htaccess) or "fcgid" (mod_fcgid,
+    the same .htaccess routing, FcgidOutputBufferSize 0)."""
+
+    def __init__(self, binary, mode):
+        super().__init__(binary, procs=1)
+        self.mode = mode
+        self.name = "apache-" + mode
+
+    def start(self, models=None):
+        import pwd
+        import shutil
+        if models is not None:
+            write_routing(self.routing, models)
+        www = os.path.join(self.state, "www")
+        cgi = os.path.join(www, "cgi-bin")
+        apache_dir = os.path.join(self.state, "apache")
+        os.makedirs(cgi)
+        os.makedirs(os.path.join(apache_dir, "fcgid"))
+        bindir = os.path.dirname(self.binary)
+        for prog in ("llmproxy.fcgi", "llmproxy-admin.fcgi"):
+            shutil.copy(os.path.join(bindir, prog), cgi)
+        shutil.copy(os.path.join(ROOT, "htdocs", "admin.html"), www)
+        with open(os.path.join(ROOT, "etc", "apache", "htaccess")) as f:
+            ht = f.read().replace("/home/you/llmproxy-state", self.state)
+        with open(os.path.join(www, ".htaccess"), "w") as f:
+            f.write(ht)
+        root = os.getuid() == 0
+        if root:
+            # the programs run as Apache's user: give it the state dir
+            uid, gid = pwd.getpwnam("www-data").pw_uid, pwd.getpwnam("www-data").pw_gid
+            for d, _, files in os.walk(self.state):
+                os.chown(d, uid, gid)
+                for fn in files:
+                    os.chown(os.path.join(d, fn), uid, gid)
+        mods = "/usr/lib/apache2/modules"
+        handler = ("AddHandler cgi-script .fcgi\n    Options +ExecCGI" if self.mode == "cgi" else
+                   "SetHandler fcgid-script\n    Options +ExecCGI")
+        extra = ("LoadModule cgid_module %s/mod_cgid.so\nScriptSock %s/cgid.sock\n" % (mods, apache_dir)
+                 if self.mode == "cgi" else
+                 "LoadModule fcgid_module %s/mod_fcgid.so\nFcgidIPCDir %s/fcgid\n"
+                 "FcgidProcessTableFile %s/fcgid_shm\nFcgidOutputBufferSize 0\n"
+                 "FcgidIOTimeout 600\nFcgidBusyTimeout 3600\nFcgidMaxRequestLen 16842752\n"
+                 "FcgidInitialEnv LLMPROXY_STATE_DIR %s\nFcgidInitialEnv ASAN_OPTIONS "
+                 "detect_leaks=0:log_path=%s/asan\nFcgidPassHeader Authorization\n"
+                 % (mods, apache_dir, apache_dir, self.state, self.state))
+        conf = os.path.join(self.state, "apache-%s.conf" % self.mode)
+        with open(conf, "w") as f:
+            f.write("""ServerRoot "%(apache)s"
+LoadModule mpm_event_module %(mods)s/mod_mpm_event.so
+LoadModule authz_core_module %(mods)s/mod_authz_core.so
+LoadModule mime_module %(mods)s/mod_mime.so
+LoadModule dir_module %(mods)s/mod_dir.so
+LoadModule rewrite_module %(mods)s/mod_rewrite.so
+LoadModule env_module %(mods)s/mod_env.so
+%(extra)s%(user)s
+ServerName 127.0.0.1
+Listen 127.0.0.1:%(port)d
+PidFile "%(apache)s/apache.pid"
+Mutex file:%(apache)s default
+ErrorLog "/dev/stderr"
+LogLevel warn
+TypesConfig /etc/mime.types
+DocumentRoot "%(www)s"
+<Directory "%(www)s">
+    AllowOverride All
+    Require all granted
+</Directory>
+<Directory "%(cgi)s">
+    %(handler)s
+</Directory>
+""" % {"apache": apache_dir, "mods": mods, "extra": extra, "port": self.port, "www": www,
+       "cgi": cgi, "handler": handler,
+       "user": "User www-data\nGroup www-data" if root else ""})
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:log_path=" + os.path.join(self.state, "asan"))
+        with open(self.errorlog, "ab") as log:
+            self.proc = subprocess.Popen(["apache2", "-f", conf, "-DFOREGROUND"], env=env,
+                                         stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if request(self.port, "GET", "/health", timeout=5)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("%s did not come up; log:\n%s" % (self.name, self.log()))
+
+    def write_routing(self, models):
+        write_routing(self.routing, models)
+        if os.getuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("www-data")
+            os.chown(self.routing, pw.pw_uid, pw.pw_gid)
 
 
 class Response:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from harness import ROOT, Lighttpd, backend, chat, fetch, request
+from harness import ROOT, backend, chat, fetch, request
 from test_proxy import Env, U, run_parallel, served_by, test
 
 
@@ -159,7 +159,8 @@ def admin_validation_changes_nothing():
         assert r.status == 400, (raw, r.status, r.body)
     for bad_name in ("a..b", "a%20b", "x" * 257, "%00", "a%0Ab"):
         r = admin("POST", "/" + bad_name, model(good))
-        assert r.status == 400, (bad_name, r.status)
+        # (Apache itself refuses an encoded NUL in a URL with 404)
+        assert r.status == 400 or (bad_name == "%00" and r.status == 404), (bad_name, r.status)
         assert bad_name.replace("%20", " ") not in routing()["Models"]
 
 
@@ -195,7 +196,10 @@ def admin_files_are_private():
     for name in ("dynamic_routing.json", "admin.token", "runtime.state"):
         mode = os.stat(os.path.join(Env.server.state, name)).st_mode & 0o777
         assert mode == 0o600, "%s has mode %o" % (name, mode)
-    assert os.stat(Env.server.state).st_mode & 0o777 == 0o700
+    # under Apache the state dir is 0711 so its workers reach the sockets in run/;
+    # nothing in it can be listed or read by them
+    want = 0o711 if Env.server.name == "apache" else 0o700
+    assert os.stat(Env.server.state).st_mode & 0o777 == want
     with open(os.path.join(Env.server.state, "admin.token")) as f:
         assert len(f.read().strip()) >= 64, "token shorter than 32 random bytes in hex"
     admin("DELETE", "/perm")
@@ -290,7 +294,8 @@ def admin_corrupt_file_is_never_overwritten():
 
 @test
 def admin_token_from_environment():
-    srv = Lighttpd(Env.server.binary, procs=1, env={"LLMPROXY_ADMIN_TOKEN": "env-token-0123456789abcdef"})
+    srv = Env.server_class(Env.server.binary, procs=1,
+                           env={"LLMPROXY_ADMIN_TOKEN": "env-token-0123456789abcdef"})
     srv.start({"m": model(backend("a", U("name=a")))})
     try:
         ok = fetch(srv.port, "GET", "/admin/config", None,
@@ -301,7 +306,7 @@ def admin_token_from_environment():
         srv.stop()
 
 
-@test
+@test(servers=("lighttpd",))
 def lighttpd_dropin_snippet_works():
     """etc/lighttpd/15-llmproxy.conf, included by a plain lighttpd.conf, serves everything."""
     import tempfile

@@ -25,7 +25,7 @@ def routing(models):
     write_routing(Cgi.server.routing, models)
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_basics_and_failover():
     routing({"m": {"Strategy": "Failover", "Backends": [
         backend("bad", U("name=cgi-bad+status=503")), backend("good", U("name=cgi-good"))]}})
@@ -40,7 +40,7 @@ def cgi_basics_and_failover():
     assert s == 400 and "error" in json.loads(b)
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_rotation_and_cooldowns_shared_across_processes():
     routing({"rr": {"Strategy": "RoundRobin", "Backends": [
         backend("a", U("name=cgi-rr-a")), backend("b", U("name=cgi-rr-b"))]},
@@ -56,7 +56,7 @@ def cgi_rotation_and_cooldowns_shared_across_processes():
     assert keys.count("Bearer ck-1") == 1, keys  # cooled by one process, skipped by the next
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_streams_unbuffered():
     routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-t+chunks=4+gap=300"))]}})
     r = chat(cgi_port(), "m", stream=True)
@@ -68,7 +68,7 @@ def cgi_streams_unbuffered():
     assert r.events()[-1] == "[DONE]"
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_client_gone_aborts_upstream():
     routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-endless+endless=1+gap=100"))]}})
     Env.up.reset()
@@ -84,14 +84,14 @@ def cgi_client_gone_aborts_upstream():
     assert wait_for(lambda: "status=499" in Cgi.server.log(), 3), Cgi.server.log()[-1000:]
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_ignores_proxy_header():
     routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-proxy"))]}})
     r = chat(cgi_port(), "m", headers={"Proxy": "http://127.0.0.1:9"})
     assert r.status == 200 and served_by(r) == "cgi-proxy", (r.status, r.body[:200])
 
 
-@test
+@test(servers=("lighttpd",))
 def cgi_stop_and_sanitizers():
     if Cgi.server is None:
         return

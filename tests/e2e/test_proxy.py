@@ -8,20 +8,25 @@ import socket
 import threading
 import time
 
-from harness import (Lighttpd, backend, chat, fetch, free_port, open_request, request,
-                     write_routing)
+from harness import backend, chat, fetch, free_port, open_request, request, write_routing
 
 TESTS = []
 
 
-def test(fn):
-    TESTS.append(fn)
-    return fn
+def test(fn=None, servers=("lighttpd", "apache")):
+    """Registers a test; servers: the web servers it runs against."""
+    def register(f):
+        f.servers = servers
+        TESTS.append(f)
+        return f
+    return register(fn) if fn is not None else register
 
 
 class Env:
-    """Shared by the tests: one lighttpd (2 responder processes) and one fake upstream."""
+    """Shared by the tests: one web server (lighttpd with 2 responder processes, or
+    Apache with 1) and one fake upstream."""
     server = None
+    server_class = None
     up = None
 
     @classmethod
@@ -255,7 +260,8 @@ def round_robin_exact_across_processes():
     got = run_parallel(60, lambda i: served_by(chat(Env.port(), "rr")))
     assert got.count("a") == 30 and got.count("b") == 30, (got.count("a"), got.count("b"))
     pids = set(re.findall(r"llmproxy\[(\d+)\] req=\S+ /chat", Env.server.log()[mark:]))
-    assert len(pids) == 2, "requests were served by %s responder process(es)" % len(pids)
+    assert len(pids) == Env.server.procs, "requests were served by %d responder process(es)" % len(
+        pids)
 
 
 @test
@@ -486,16 +492,16 @@ def stopping_lighttpd_leaves_no_responder():
     # Ctrl-C on `make run` reaches the whole process group; a service manager
     # sends SIGTERM to lighttpd alone; a crash kills lighttpd with SIGKILL
     for how in ("group-sigint", "sigterm", "sigkill"):
-        srv = Lighttpd(Env.server.binary, procs=2)
+        srv = Env.server_class(Env.server.binary, procs=2)
         srv.start({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=a"))]}})
         try:
             pids = srv.responder_pids()
-            assert len(pids) == 2, pids
+            assert len(pids) == srv.procs, pids
             assert chat(srv.port, "m").status == 200
             if how == "group-sigint":
                 os.killpg(srv.proc.pid, signal.SIGINT)
             else:
-                # run.sh exec'd lighttpd: the child pid is lighttpd
+                # lighttpd: run.sh exec'd it; Apache: run.sh is the programs' parent
                 os.kill(srv.proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
             srv.proc.wait(timeout=10)
             assert wait_for(lambda: _gone(pids), 5), "%s: responders still running: %s" % (how, pids)

@@ -212,7 +212,7 @@ def hostile_client_bodies():
     # no or a wrong Content-Type: the body is JSON all the same, and upstream is told so
     for ctype in (None, "text/plain"):
         Env.up.reset()
-        sock = socket.create_connection(("127.0.0.1", p))
+        sock = socket.create_connection(("127.0.0.1", p), timeout=10)
         body = b'{"model":"m"}'
         head = "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n" % len(body)
         if ctype:
@@ -225,23 +225,25 @@ def hostile_client_bodies():
                 break
             data += d
         sock.close()
-        assert data.startswith(b"HTTP/1.0 200"), data[:100]
+        assert data.split(b" ", 2)[1] == b"200", data[:100]
         assert requests_for("name=hostile")[-1]["headers"]["content-type"] == "application/json"
     # a Content-Length shorter than the body: the cut body is not JSON
     body = b'{"model":"m","messages":[]}'
-    sock = socket.create_connection(("127.0.0.1", p))
+    sock = socket.create_connection(("127.0.0.1", p), timeout=10)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 10\r\n\r\n" + body)
     data = sock.recv(65536)
     sock.close()
-    assert data.startswith(b"HTTP/1.0 400"), data[:100]
+    assert data.split(b" ", 2)[1] == b"400", data[:100]
+    if Env.server.name == "apache":
+        return  # Apache waits for the announced body before it answers (its Timeout)
     # a Content-Length far over the cap is refused before any body is read
-    sock = socket.create_connection(("127.0.0.1", p))
+    sock = socket.create_connection(("127.0.0.1", p), timeout=10)
     sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 999999999\r\n\r\n{")
     data = sock.recv(65536)
     sock.close()
-    assert data.startswith(b"HTTP/1.0 413"), data[:100]
+    assert data.split(b" ", 2)[1] == b"413", data[:100]
 
 
 @test
