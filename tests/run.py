@@ -86,6 +86,31 @@ def run_fuzz_briefly():
         report(p.returncode == 0, "fuzz: %s for 5 s without a finding" % name, p.stderr[-3000:])
 
 
+def run_install():
+    """make install DESTDIR=... then make uninstall leaves nothing behind."""
+    import tempfile
+    dest = tempfile.mkdtemp(prefix="llmproxy-install-")
+    p = subprocess.run(["make", "-s", "--no-print-directory", "install", "DESTDIR=" + dest,
+                        "PREFIX=/usr"], capture_output=True, text=True, errors="replace", cwd=ROOT)
+    want = ["usr/lib/llmproxy/llmproxy.fcgi", "usr/lib/llmproxy/llmproxy-admin.fcgi",
+            "usr/share/llmproxy/htdocs/admin.html",
+            "usr/share/llmproxy/etc/apache/llmproxy-proxy-fcgi.conf",
+            "usr/share/llmproxy/etc/apache/llmproxy-fcgid.conf",
+            "usr/share/llmproxy/etc/apache/htaccess",
+            "usr/share/llmproxy/etc/lighttpd/15-llmproxy.conf",
+            "usr/lib/systemd/system/llmproxy.service",
+            "usr/lib/systemd/system/llmproxy-admin.service"]
+    missing = [w for w in want if not os.path.isfile(os.path.join(dest, w))]
+    unit = os.path.join(dest, "usr/lib/systemd/system/llmproxy.service")
+    paths_ok = os.path.isfile(unit) and "/usr/lib/llmproxy/llmproxy.fcgi" in open(unit).read()
+    report(p.returncode == 0 and not missing and paths_ok,
+           "make install PREFIX=/usr DESTDIR=...", "%s\nmissing: %s" % (p.stderr[-2000:], missing))
+    p = subprocess.run(["make", "-s", "--no-print-directory", "uninstall", "DESTDIR=" + dest,
+                        "PREFIX=/usr"], capture_output=True, text=True, errors="replace", cwd=ROOT)
+    left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
+    report(p.returncode == 0 and not left, "make uninstall removes every file", str(left))
+
+
 def run_format():
     """The C sources follow .clang-format (STYLE.md: CI checks it)."""
     import shutil
@@ -180,6 +205,7 @@ def main():
         run_unit()
         run_valgrind()
         run_fuzz_briefly()
+        run_install()
     if not unit_only:
         for server in os.environ.get("E2E_SERVERS", "lighttpd apache").split():
             run_e2e(server)
