@@ -85,20 +85,6 @@ static void mask_all(cJSON *root)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decodes a path part; false on a bad escape or a NUL. */
 static bool url_decode(const char *in, char *out, size_t n)
 {
@@ -106,8 +92,8 @@ static bool url_decode(const char *in, char *out, size_t n)
     for (const char *p = in; *p; p++) {
         char ch = *p;
         if (ch == '%') {
-            int hi = hexval(p[1]);
-            int lo = hi >= 0 ? hexval(p[2]) : -1;
+            int hi = hex_digit(p[1]);
+            int lo = hi >= 0 ? hex_digit(p[2]) : -1;
             if (lo < 0 || (hi == 0 && lo == 0)) {
                 return false;
             }

@@ -3,11 +3,13 @@
 #include "common.h"
 #include "buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void oom(size_t n)
 {
@@ -53,6 +55,20 @@ char *xstrndup(const char *s, size_t n)
     memcpy(p, s, n);
     p[n] = '\0';
     return p;
+}
+
+int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
 }
 
 int64_t now_us(void)
@@ -203,4 +219,24 @@ char *buf_steal(struct buf *b, size_t *len)
     b->len = 0;
     b->size = 0;
     return p;
+}
+
+int buf_read_fd(struct buf *b, int fd)
+{
+    for (;;) {
+        char chunk[16384];
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -2;
+        }
+        if (n == 0) {
+            return BUF_OK;
+        }
+        if (buf_append(b, chunk, (size_t)n) != BUF_OK) {
+            return BUF_TOOBIG;
+        }
+    }
 }

@@ -30,6 +30,9 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 int buf_append_json_str(struct buf *b, const char *s);
 /* Make room for n more bytes; returns a pointer to the free space or NULL. */
 char *buf_reserve(struct buf *b, size_t n);
+/* Appends everything fd holds until end of file. Returns BUF_OK, BUF_TOOBIG
+ * (more than the cap) or -2 on a read error. */
+int buf_read_fd(struct buf *b, int fd);
 /* Hand the data to the caller (who frees it with free()); b is left empty. */
 char *buf_steal(struct buf *b, size_t *len);
 

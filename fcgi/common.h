@@ -21,6 +21,9 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* Value of a hexadecimal digit, -1 for any other character. */
+int hex_digit(char c);
+
 /* Monotonic clock in microseconds. */
 int64_t now_us(void);
 

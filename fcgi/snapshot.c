@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "snapshot.h"
+#include "buf.h"
 #include "log.h"
 #include "route.h"
 #include "state.h"
@@ -69,26 +70,19 @@ static struct config *load(struct file_id *id)
         goto out;
     }
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size > SNAPSHOT_MAX_FILE) {
+    if (fstat(fd, &sb) == 0) {
+        *id = file_id_of(&sb);
+    }
+    struct buf file;
+    buf_init(&file, SNAPSHOT_MAX_FILE);
+    if (buf_read_fd(&file, fd) != BUF_OK) {
         LOG_ERROR("routing file %s is unreadable or larger than %d bytes", file_path,
                   SNAPSHOT_MAX_FILE);
-        *id = file_id_of(&sb);
+        buf_cleanup(&file);
         goto out;
     }
-    *id = file_id_of(&sb);
-    size_t len = (size_t)sb.st_size;
-    data = xmalloc(len + 1);
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, data + got, len - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            break;
-        }
-        got += (size_t)n;
-    }
+    size_t got = file.len;
+    data = buf_steal(&file, NULL);
     cfg = config_parse(data, got, err, sizeof(err));
     if (cfg == NULL) {
         LOG_ERROR("routing file %s is invalid, keeping the previous configuration: %s", file_path,

@@ -3,6 +3,7 @@
 #include "common.h"
 #include "store.h"
 #include "config.h"
+#include "buf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -77,28 +78,18 @@ cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errl
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size > STORE_MAX_FILE) {
-        close(fd);
+    struct buf file;
+    buf_init(&file, STORE_MAX_FILE);
+    int rc = buf_read_fd(&file, fd);
+    close(fd);
+    if (rc != BUF_OK) {
+        buf_cleanup(&file);
         *st = STORE_CORRUPT;
         snprintf(err, errlen, "%s is unreadable or too large", path);
         return NULL;
     }
-    size_t len = (size_t)sb.st_size;
-    char *data = xmalloc(len + 1);
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = read(fd, data + got, len - got);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            break;
-        }
-        got += (size_t)n;
-    }
-    close(fd);
-    data[got] = '\0';
+    size_t got = file.len;
+    char *data = buf_steal(&file, NULL);
     /* the same checks the responder applies, so the admin never builds on a
      * file the proxy would refuse */
     char why[512];

@@ -11,8 +11,8 @@ Held streams: N slow streams open at once (20 events 1 s apart each),
 1,000 and 5,000 over HTTP/1.0 (tests/bench/streamload, which checks every
 stream for status 200 and [DONE]) and 10,000 over HTTP/2 (h2load, 8 streams
 per connection: with HTTP/1 the web server needs two fds per stream and this
-machine allows 20,000). The peak of concurrent upstream streams is counted
-with ss, and the RSS of lighttpd and both programs is sampled at that peak.
+machine allows 20,000). The peak of concurrent streams is counted by the
+upstream, and the RSS of lighttpd and both programs is sampled at that peak.
 
 usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,5000,10000]
 """
@@ -319,9 +319,8 @@ def server_rss_kb(state):
 
 
 def upstream_streams(up_port):
-    out = subprocess.run(["ss", "-tnH", "state", "established", "( dport = :%d )" % up_port],
-                         capture_output=True, text=True).stdout
-    return len(out.splitlines())
+    """Streams the upstream is sending right now (idle kept-alive connections not counted)."""
+    return upstream_stats(up_port)["streams"]
 
 
 def held_streams(args, lp_port, up_port, state, lp_log, work):
@@ -350,11 +349,10 @@ def held_streams(args, lp_port, up_port, state, lp_log, work):
             cmd = ["h2load", "-n", str(n), "-c", str(n // 8), "-m", "8", "-d", body,
                    "-H", "content-type: application/json",
                    "http://127.0.0.1:%d/v1/chat/completions" % lp_port]
-        base = upstream_streams(up_port)  # kept-alive connections from earlier parts
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peak, peak_rss = 0, 0
         while p.poll() is None:
-            k = upstream_streams(up_port) - base
+            k = upstream_streams(up_port)
             if k >= peak:
                 peak, peak_rss = k, server_rss_kb(state)
             time.sleep(0.5)

@@ -146,8 +146,9 @@ static int serve(int fd, struct conn *c)
         c->inlen -= head + clen;
         if (stats) {
             char body[128], out[256];
-            int bl = snprintf(body, sizeof(body), "{\"accepted\":%lu,\"requests\":%lu}", accepted,
-                              requests);
+            int bl =
+                snprintf(body, sizeof(body), "{\"accepted\":%lu,\"requests\":%lu,\"streams\":%d}",
+                         accepted, requests, nstreams);
             int ol = snprintf(out, sizeof(out),
                               "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                               "Content-Length: %d\r\n\r\n%s",
