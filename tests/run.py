@@ -197,6 +197,9 @@ def run_browser(srv, up):
 
 
 def main():
+    import signal
+    # a runner stopped from outside still stops the servers it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     unit_only = "--unit-only" in sys.argv
     e2e_only = "--e2e-only" in sys.argv
     t0 = time.time()
