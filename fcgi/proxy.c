@@ -100,6 +100,8 @@ struct request_ctx {
     struct upstream_xfer *xfer;
     const struct config_backend *backend;
     size_t key_index;
+    uint64_t *key_health;     /* shared health words of this key and backend */
+    uint64_t *circuit_health; /* (looked up once per attempt) */
     int status;
     enum mode mode;
     int event_stream; /* upstream said text/event-stream */
@@ -450,8 +452,8 @@ static uint64_t record_health(struct request_ctx *ctx, enum failure why)
 {
     const struct config_backend *b = ctx->backend;
     uint64_t now = health_now_ms();
-    uint64_t *kw = key_words(ctx, b, ctx->key_index);
-    uint64_t *cw = circuit_words(ctx, b);
+    uint64_t *kw = ctx->key_health;
+    uint64_t *cw = ctx->circuit_health;
     int st = ctx->status;
     if (why == FAIL_NONE) {
         if (cw != NULL) {
@@ -718,6 +720,8 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     struct proxy *px = ctx->px;
     ctx->backend = b;
     ctx->key_index = k;
+    ctx->key_health = key_words(ctx, b, k);
+    ctx->circuit_health = circuit_words(ctx, b);
     ctx->attempts++;
     reset_attempt(ctx);
     const char *body = ctx->body.data;

@@ -71,16 +71,19 @@ class Lighttpd:
         with open(self.errorlog, "ab") as log:
             self.proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run.sh")], env=env,
                                          stdout=log, stderr=log, start_new_session=True)
+        return self.wait_healthy()
+
+    def wait_healthy(self):
+        """Returns self once GET /health answers 200 (10 s at most)."""
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                status, _, _ = request(self.port, "GET", "/health", timeout=2)
-                if status == 200:
+                if request(self.port, "GET", "/health", timeout=5)[0] == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("lighttpd did not come up; log:\n" + self.log())
+        raise RuntimeError("%s did not come up; log:\n%s" % (self.name, self.log()))
 
     def responder_pids(self):
         """The responder processes (children of lighttpd, or of run.sh for Apache)."""
@@ -138,6 +141,8 @@ class LighttpdCgi(Lighttpd):
     """lighttpd running llmproxy.fcgi as a plain CGI program (mod_cgi): a new
     process per request, sharing the state dir."""
 
+    name = "lighttpd-cgi"
+
     def start(self, models=None):
         if models is not None:
             write_routing(self.routing, models)
@@ -165,15 +170,7 @@ setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
         with open(self.errorlog, "ab") as log:
             self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], stdout=log, stderr=log,
                                          start_new_session=True)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                if request(self.port, "GET", "/health", timeout=2)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("lighttpd (CGI) did not come up; log:\n" + self.log())
+        return self.wait_healthy()
 
 
 class ApacheHosted(Lighttpd):
@@ -255,15 +252,7 @@ DocumentRoot "%(www)s"
         with open(self.errorlog, "ab") as log:
             self.proc = subprocess.Popen(["apache2", "-f", conf, "-DFOREGROUND"], env=env,
                                          stdout=log, stderr=log, start_new_session=True)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                if request(self.port, "GET", "/health", timeout=5)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("%s did not come up; log:\n%s" % (self.name, self.log()))
+        return self.wait_healthy()
 
     def write_routing(self, models):
         write_routing(self.routing, models)
