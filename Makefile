@@ -12,9 +12,9 @@ LIBS    := -lfcgi -lcurl -lcjson -lpthread
 
 # the pure modules (no libfcgi, no libcurl): unit tests link them all
 CORE    := buf log config route state request sse http snapshot auth store health
-PROXY   := buf log config route state request sse http snapshot health fcgi_io upstream proxy \
-           proxy_main
-ADMIN   := buf log config state auth store fcgi_io admin admin_main
+PROXY   := buf log config route state request sse http snapshot health fcgi_io reply upstream \
+           proxy proxy_main
+ADMIN   := buf log config state auth store fcgi_io reply admin admin_main
 UNITS   := buf config route state request sse http snapshot auth store health
 
 REL_DIR := build/release

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "fcgi_io.h"
 #include "log.h"
+#include "reply.h"
 #include "state.h"
 #include "store.h"
 
@@ -21,39 +22,21 @@
 #define ADMIN_MAX_BODY (1024 * 1024)
 #define ADMIN_PREFIX "/admin/config"
 
-static void reply(struct fcgi_client *c, int status, const char *json, const char *extra)
-{
-    char head[512];
-    size_t len = strlen(json);
-    int n = snprintf(head, sizeof(head),
-                     "Status: %d\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
-                     status, len, extra != NULL ? extra : "");
-    fcgi_io_write(c, head, (size_t)n);
-    fcgi_io_write(c, json, len);
-    fcgi_io_flush(c);
-}
-
-static void reply_error(struct fcgi_client *c, int status, const char *type, const char *msg,
+/* Admin errors use the same shape as the API's, without param and code. */
+static void admin_error(struct fcgi_client *c, int status, const char *type, const char *msg,
                         const char *extra)
 {
-    struct buf b;
-    buf_init(&b, 64 * 1024);
-    buf_append_str(&b, "{\"error\":{\"message\":\"");
-    buf_append_json_str(&b, msg);
-    buf_printf(&b, "\",\"type\":\"%s\",\"param\":null,\"code\":null}}", type);
-    reply(c, status, b.data, extra);
-    buf_cleanup(&b);
+    reply_error(c, status, msg, type, NULL, NULL, extra);
 }
 
 static void reply_tree(struct fcgi_client *c, int status, const cJSON *tree)
 {
     char *text = cJSON_Print(tree);
     if (text == NULL) {
-        reply_error(c, 500, "server_error", "out of memory", NULL);
+        admin_error(c, 500, "server_error", "out of memory", NULL);
         return;
     }
-    reply(c, status, text, NULL);
+    reply_json(c, status, text, strlen(text), NULL);
     free(text);
 }
 
@@ -231,20 +214,20 @@ static int reply_store_error(struct fcgi_client *c, enum store_status st, const 
 {
     switch (st) {
     case STORE_REJECTED:
-        reply_error(c, 400, "invalid_request_error", err, NULL);
+        admin_error(c, 400, "invalid_request_error", err, NULL);
         return 400;
     case STORE_NOT_FOUND:
-        reply_error(c, 404, "not_found", err, NULL);
+        admin_error(c, 404, "not_found", err, NULL);
         return 404;
     case STORE_CORRUPT:
-        reply_error(c, 409, "conflict", err, NULL);
+        admin_error(c, 409, "conflict", err, NULL);
         return 409;
     case STORE_OK:
     case STORE_IO:
         break;
     }
     LOG_ERROR("routing file store failed: %s", err);
-    reply_error(c, 500, "server_error", err, NULL);
+    admin_error(c, 500, "server_error", err, NULL);
     return 500;
 }
 
@@ -264,7 +247,7 @@ static int get_config(struct admin *a, struct fcgi_client *c, const char *name, 
             cJSON_GetObjectItemCaseSensitive(root, "Models"), name);
         if (m == NULL) {
             snprintf(err, sizeof(err), "model '%s' is not configured", name);
-            reply_error(c, 404, "not_found", err, NULL);
+            admin_error(c, 404, "not_found", err, NULL);
             status = 404;
         } else {
             reply_tree(c, status, m);
@@ -329,7 +312,7 @@ static int post_model(struct admin *a, struct fcgi_client *c, const char *name)
     int rc = fcgi_io_read_body(c, &body);
     if (rc != 0) {
         status = rc == BUF_TOOBIG ? 413 : 400;
-        reply_error(c, status, "invalid_request_error",
+        admin_error(c, status, "invalid_request_error",
                     rc == BUF_TOOBIG ? "the body is larger than 1 MiB" : "the body is unreadable",
                     NULL);
     } else {
@@ -354,7 +337,7 @@ static int delete_model(struct admin *a, struct fcgi_client *c, const char *name
     buf_append_str(&b, "{\"Deleted\":\"");
     buf_append_json_str(&b, name);
     buf_append_str(&b, "\"}");
-    reply(c, 200, b.data, NULL);
+    reply_json(c, 200, b.data, b.len, NULL);
     buf_cleanup(&b);
     return 200;
 }
@@ -364,7 +347,7 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
 {
     if (strncmp(path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) != 0 ||
         (path[strlen(ADMIN_PREFIX)] != '\0' && path[strlen(ADMIN_PREFIX)] != '/')) {
-        reply_error(c, 404, "not_found", "unknown admin URL", NULL);
+        admin_error(c, 404, "not_found", "unknown admin URL", NULL);
         return 404;
     }
     const char *authz = fcgi_io_param(c, "HTTP_AUTHORIZATION");
@@ -374,7 +357,7 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
         authz = fcgi_io_param(c, "REDIRECT_HTTP_AUTHORIZATION");
     }
     if (!auth_bearer_ok(authz, a->token)) {
-        reply_error(c, 401, "authentication_error",
+        admin_error(c, 401, "authentication_error",
                     "missing or wrong admin token: send Authorization: Bearer <token>",
                     "WWW-Authenticate: Bearer realm=\"llmproxy-admin\"\r\n");
         return 401;
@@ -382,7 +365,7 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
     bool changes = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
     if (changes && auth_cross_site(fcgi_io_param(c, "HTTP_ORIGIN"), fcgi_io_param(c, "HTTP_HOST"),
                                    fcgi_io_param(c, "HTTP_SEC_FETCH_SITE"))) {
-        reply_error(c, 403, "permission_error", "cross-site requests may not change the config",
+        admin_error(c, 403, "permission_error", "cross-site requests may not change the config",
                     NULL);
         return 403;
     }
@@ -392,14 +375,14 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
     }
     if (*rest == '\0') {
         if (changes) {
-            reply_error(c, 405, "invalid_request_error", "use GET here", "Allow: GET\r\n");
+            admin_error(c, 405, "invalid_request_error", "use GET here", "Allow: GET\r\n");
             return 405;
         }
         return get_config(a, c, NULL, 200);
     }
     char name[CONFIG_MAX_MODEL_NAME + 1];
     if (!url_decode(rest, name, sizeof(name)) || !config_model_name_ok(name)) {
-        reply_error(c, 400, "invalid_request_error",
+        admin_error(c, 400, "invalid_request_error",
                     "model names are 1 to 256 of A-Z a-z 0-9 . _ : / @ - and never '..'", NULL);
         return 400;
     }
@@ -412,7 +395,7 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
     if (strcmp(method, "DELETE") == 0) {
         return delete_model(a, c, name);
     }
-    reply_error(c, 405, "invalid_request_error", "use GET, POST or DELETE",
+    admin_error(c, 405, "invalid_request_error", "use GET, POST or DELETE",
                 "Allow: GET, POST, DELETE\r\n");
     return 405;
 }

@@ -7,6 +7,7 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "reply.h"
 #include "request.h"
 #include "route.h"
 #include "snapshot.h"
@@ -172,60 +173,6 @@ void proxy_free(struct proxy *px)
 
 /* ---- answers made here (errors, /health, /v1/models) ---- */
 
-static void send_head(struct fcgi_client *c, int status, const char *ctype, size_t len,
-                      const char *extra)
-{
-    char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "Status: %d\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
-                     ctype, len, extra != NULL ? extra : "");
-    fcgi_io_write(c, head, (size_t)n);
-}
-
-static void send_json(struct fcgi_client *c, int status, const struct buf *body, const char *extra)
-{
-    send_head(c, status, "application/json", body->len, extra);
-    fcgi_io_write(c, body->data, body->len);
-    fcgi_io_flush(c);
-}
-
-/* {"error":{"message":...,"type":...,"param":...,"code":...}} */
-static void error_body(struct buf *b, const char *msg, const char *type, const char *param,
-                       const char *code)
-{
-    buf_append_str(b, "{\"error\":{\"message\":\"");
-    buf_append_json_str(b, msg);
-    buf_append_str(b, "\",\"type\":\"");
-    buf_append_json_str(b, type);
-    buf_append_str(b, "\",\"param\":");
-    if (param != NULL) {
-        buf_append_str(b, "\"");
-        buf_append_json_str(b, param);
-        buf_append_str(b, "\"");
-    } else {
-        buf_append_str(b, "null");
-    }
-    buf_append_str(b, ",\"code\":");
-    if (code != NULL) {
-        buf_append_str(b, "\"");
-        buf_append_json_str(b, code);
-        buf_append_str(b, "\"");
-    } else {
-        buf_append_str(b, "null");
-    }
-    buf_append_str(b, "}}");
-}
-
-static void send_error(struct fcgi_client *c, int status, const char *msg, const char *type,
-                       const char *param, const char *code, const char *extra)
-{
-    struct buf b;
-    buf_init(&b, 64 * 1024);
-    error_body(&b, msg, type, param, code);
-    send_json(c, status, &b, extra);
-    buf_cleanup(&b);
-}
-
 static void log_simple(struct proxy *px, const char *method, const char *path, int status,
                        int64_t t0)
 {
@@ -257,13 +204,13 @@ static void models_list(struct fcgi_client *c, const char *one)
     }
     if (one == NULL) {
         buf_append_str(&b, "]}");
-        send_json(c, 200, &b, NULL);
+        reply_json(c, 200, b.data, b.len, NULL);
     } else if (found) {
-        send_json(c, 200, &b, NULL);
+        reply_json(c, 200, b.data, b.len, NULL);
     } else {
         char msg[400];
         snprintf(msg, sizeof(msg), "The model '%.256s' does not exist", one);
-        send_error(c, 404, msg, "invalid_request_error", "model", "model_not_found", NULL);
+        reply_error(c, 404, msg, "invalid_request_error", "model", "model_not_found", NULL);
     }
     buf_cleanup(&b);
     snapshot_release(s);
@@ -424,7 +371,7 @@ static void send_final_error(struct request_ctx *ctx)
                  ctx->model->name, n, ctx->n_skipped);
     }
     ctx->final_status = status;
-    send_error(ctx->client, status, msg, type, NULL, code, extra);
+    reply_error(ctx->client, status, msg, type, NULL, code, extra);
 }
 
 /* Health records of the current attempt's key and backend (NULL: none). */
@@ -638,7 +585,7 @@ static void stream_broken(struct request_ctx *ctx, const char *why)
     buf_append_str(&b, "data: ");
     char msg[256];
     snprintf(msg, sizeof(msg), "The upstream stream was interrupted (%s).", why);
-    error_body(&b, msg, "upstream_error", NULL, "stream_interrupted");
+    reply_error_object(&b, msg, "upstream_error", NULL, "stream_interrupted");
     buf_append_str(&b, "\n\n");
     client_write(ctx, b.data, b.len, 1);
     buf_cleanup(&b);
@@ -1008,7 +955,7 @@ static void handle_completion(struct proxy *px, struct fcgi_client *c, const cha
     }
     if (status != 0) {
         ctx->final_status = status;
-        send_error(c, status, msg, type, param, code, NULL);
+        reply_error(c, status, msg, type, param, code, NULL);
         char line[700];
         int n = snprintf(line, sizeof(line), "req=%s %s model=%s status=%d ms=%.2f error=\"%s\"",
                          ctx->rid, endpoint, ctx->info.model, status,
@@ -1051,19 +998,19 @@ void proxy_handle(struct proxy *px, struct fcgi_client *c)
             return;
         }
         status = 405;
-        send_error(c, 405, "Method not allowed: use POST.", "invalid_request_error", NULL,
-                   "method_not_allowed", "Allow: POST\r\n");
+        reply_error(c, 405, "Method not allowed: use POST.", "invalid_request_error", NULL,
+                    "method_not_allowed", "Allow: POST\r\n");
     } else if (strcmp(path, "/health") == 0 || strcmp(path, "/v1/models") == 0 ||
                strncmp(path, "/v1/models/", 11) == 0) {
         if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
             status = 405;
-            send_error(c, 405, "Method not allowed: use GET.", "invalid_request_error", NULL,
-                       "method_not_allowed", "Allow: GET, HEAD\r\n");
+            reply_error(c, 405, "Method not allowed: use GET.", "invalid_request_error", NULL,
+                        "method_not_allowed", "Allow: GET, HEAD\r\n");
         } else if (path[1] == 'h') {
             struct buf b;
             buf_init(&b, 64);
             buf_append_str(&b, "{\"Status\":\"Healthy\"}");
-            send_json(c, 200, &b, NULL);
+            reply_json(c, 200, b.data, b.len, NULL);
             buf_cleanup(&b);
         } else {
             models_list(c, path[10] == '/' ? path + 11 : NULL);
@@ -1072,7 +1019,7 @@ void proxy_handle(struct proxy *px, struct fcgi_client *c)
         status = 404;
         char msg[1200];
         snprintf(msg, sizeof(msg), "Unknown request URL: %s %.1000s", method, path);
-        send_error(c, 404, msg, "invalid_request_error", NULL, "unknown_url", NULL);
+        reply_error(c, 404, msg, "invalid_request_error", NULL, "unknown_url", NULL);
     }
     log_simple(px, method, path, status, t0);
     fcgi_io_finish(c);

@@ -1,0 +1,25 @@
+/* reply.h - our own JSON answers to the client, errors in the OpenAI shape */
+/* SPDX-License-Identifier: MIT */
+#ifndef LLMPROXY_REPLY_H
+#define LLMPROXY_REPLY_H
+
+#include "buf.h"
+
+#include <stddef.h>
+
+struct fcgi_client;
+
+/* Writes a complete JSON answer (status, headers, body) and flushes it.
+ * extra: more header lines, each ending in CRLF, or NULL. */
+void reply_json(struct fcgi_client *c, int status, const char *json, size_t len, const char *extra);
+
+/* Appends {"error":{"message","type","param","code"}} to b; param and code
+ * may be NULL (JSON null). */
+void reply_error_object(struct buf *b, const char *msg, const char *type, const char *param,
+                        const char *code);
+
+/* An error answer in that shape. */
+void reply_error(struct fcgi_client *c, int status, const char *msg, const char *type,
+                 const char *param, const char *code, const char *extra);
+
+#endif
