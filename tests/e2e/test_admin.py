@@ -346,6 +346,8 @@ def lighttpd_dropin_snippet_works():
         assert r.events()[-1] == "[DONE]", r.body
         s, h, b = request(port, "GET", "/admin")
         assert s == 200 and b"llmproxy admin" in b, s
+        # the admin program makes its token as it starts: one refused call waits for that
+        assert fetch(port, "GET", "/admin/config", None, {"Authorization": "Bearer x"}).status == 401
         tok = open(os.path.join(state, "admin.token")).read().strip()
         r = fetch(port, "GET", "/admin/config", None, {"Authorization": "Bearer " + tok})
         assert r.status == 200 and "m" in r.json()["Models"], r.status
