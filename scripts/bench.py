@@ -77,11 +77,10 @@ def to_ms(v):
     return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
 
 
-def wrk(url, conns, seconds, script):
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
-                          "-s", script, url], capture_output=True, text=True).stdout
+def wrk_summary(out):
+    """Requests, requests/s and client-visible errors (non-2xx/3xx, socket errors) of a wrk run."""
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
@@ -89,6 +88,14 @@ def wrk(url, conns, seconds, script):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
+    return requests, rps, errors
+
+
+def wrk(url, conns, seconds, script):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
+                          "-s", script, url], capture_output=True, text=True).stdout
+    _, rps, errors = wrk_summary(out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     return {"rps": rps, "p50": to_ms(lat["50"]), "p99": to_ms(lat["99"]), "errors": errors}
 
 

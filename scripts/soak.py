@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 from fake_upstream import FakeUpstream  # noqa: E402
 from harness import Lighttpd, backend  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from bench import wrk_summary  # noqa: E402
+
 WRK_LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -91,16 +94,7 @@ def main():
               flush=True)
     total = errors = 0
     for name, p in loads:
-        out = p.stdout.read()
-        n = int(re.search(r"(\d+) requests in", out).group(1))
-        bad = 0
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        if m:
-            bad += int(m.group(1))
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        if m:
-            bad += sum(int(x) for x in m.groups())
-        rate = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+        n, rate, bad = wrk_summary(p.stdout.read())
         print("%-9s %7d requests %6.1f req/s, %d client-visible errors" % (name, n, rate, bad))
         total += n
         errors += bad
