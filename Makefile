@@ -8,14 +8,16 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 OPT     := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 SAN     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 DEPFLAGS = -MMD -MP
-LIBS    := -lfcgi -lcurl -lcjson -lpthread
+LIBS    := -lcurl -lcjson -lpthread
+ADMIN_LIBS := -lcjson -lpthread
 
-# the pure modules (no libfcgi, no libcurl): unit tests link them all
-CORE    := buf log config route state request sse http snapshot auth store health
-PROXY   := buf log config route state request sse http snapshot health fcgi_io reply upstream \
-           proxy proxy_main
-ADMIN   := buf log config state auth store fcgi_io reply admin admin_main
-UNITS   := buf config route state request sse http snapshot auth store health
+# the pure modules (no sockets, no libcurl): unit tests link them all
+CORE    := buf log config route state request sse http snapshot auth store health fcgi policy \
+           endpoint
+PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
+           loop conn reply answer upstream proxy proxy_main
+ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page
+UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint
 
 REL_DIR := build/release
 SAN_DIR := build/asan
@@ -42,6 +44,19 @@ deps:
 $(REL_DIR)/%.o: fcgi/%.c | $(REL_DIR)
 	$(CC) $(STD) $(WARN) $(OPT) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
 
+# the admin page, carried inside the admin program (so a web server need not
+# be able to read htdocs/)
+GEN_DIR := build/gen
+$(GEN_DIR)/admin_page.c: htdocs/admin.html scripts/embed.sh
+	@mkdir -p $(GEN_DIR)
+	@scripts/embed.sh admin_page $< > $@.tmp && mv $@.tmp $@
+
+$(REL_DIR)/admin_page.o: $(GEN_DIR)/admin_page.c | $(REL_DIR)
+	$(CC) $(STD) $(WARN) $(OPT) -Ifcgi $(CFLAGS) -c $< -o $@
+
+$(SAN_DIR)/admin_page.o: $(GEN_DIR)/admin_page.c | $(SAN_DIR)
+	$(CC) $(STD) $(WARN) $(SAN) -Ifcgi $(CFLAGS) -c $< -o $@
+
 $(SAN_DIR)/%.o: fcgi/%.c | $(SAN_DIR)
 	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) $(CFLAGS) -c $< -o $@
 
@@ -52,7 +67,7 @@ $(VG_DIR)/test_%.o: tests/unit/test_%.c | $(VG_DIR)
 	$(CC) $(STD) $(WARN) -O1 -g $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
 
 $(VG_DIR)/test_%: $(VG_DIR)/test_%.o $(CORE:%=$(VG_DIR)/%.o)
-	$(CC) -g $< $(filter-out $(VG_DIR)/$*.o,$(CORE:%=$(VG_DIR)/%.o)) -o $@ $(LIBS)
+	$(CC) -g $< $(filter-out $(VG_DIR)/$*.o,$(CORE:%=$(VG_DIR)/%.o)) -o $@ $(ADMIN_LIBS)
 
 $(SAN_DIR)/test_%.o: tests/unit/test_%.c | $(SAN_DIR)
 	$(CC) $(STD) $(WARN) $(SAN) $(DEPFLAGS) -Ifcgi -Itests/unit $(CFLAGS) -c $< -o $@
@@ -66,14 +81,14 @@ $(PROXY_SAN): $(PROXY:%=$(SAN_DIR)/%.o)
 
 $(ADMIN_REL): $(ADMIN:%=$(REL_DIR)/%.o)
 	@mkdir -p $(@D)
-	$(CC) $(OPT) $^ -o $@ $(LIBS)
+	$(CC) $(OPT) $^ -o $@ $(ADMIN_LIBS)
 
 $(ADMIN_SAN): $(ADMIN:%=$(SAN_DIR)/%.o)
-	$(CC) $(SAN) $^ -o $@ $(LIBS)
+	$(CC) $(SAN) $^ -o $@ $(ADMIN_LIBS)
 
 # each unit test includes the module it tests, and links the other core modules
 $(SAN_DIR)/test_%: $(SAN_DIR)/test_%.o $(CORE:%=$(SAN_DIR)/%.o)
-	$(CC) $(SAN) $< $(filter-out $(SAN_DIR)/$*.o,$(CORE:%=$(SAN_DIR)/%.o)) -o $@ $(LIBS)
+	$(CC) $(SAN) $< $(filter-out $(SAN_DIR)/$*.o,$(CORE:%=$(SAN_DIR)/%.o)) -o $@ $(ADMIN_LIBS)
 
 $(REL_DIR) $(SAN_DIR) $(VG_DIR):
 	@mkdir -p $@
@@ -110,12 +125,13 @@ build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
 		fcgi/config.c fcgi/route.c fcgi/state.c -o $@ -lcjson -lpthread
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz_<name>.c over the pure modules
-FUZZERS   := request config retry_after sse
+FUZZERS   := request config retry_after sse fcgi
 FUZZ_BINS := $(FUZZERS:%=build/fuzz/fuzz_%)
 FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ifcgi
-FUZZ_SRCS := fcgi/buf.c fcgi/log.c fcgi/config.c fcgi/route.c fcgi/request.c fcgi/sse.c fcgi/http.c
+FUZZ_SRCS := fcgi/buf.c fcgi/log.c fcgi/config.c fcgi/route.c fcgi/request.c fcgi/sse.c fcgi/http.c \
+             fcgi/fcgi.c
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS)
 	@mkdir -p build/fuzz
@@ -161,7 +177,7 @@ format:
 	clang-format -i fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c tests/fuzz/*.c
 
 check-format:
-	clang-format --dry-run -Werror fcgi/*.c fcgi/*.h
+	clang-format --dry-run -Werror fcgi/*.c fcgi/*.h tests/unit/*.c tests/unit/*.h tests/bench/*.c
 
 clean:
 	rm -rf build $(PROXY_REL) $(ADMIN_REL)

@@ -5,7 +5,7 @@
 #include "auth.h"
 #include "buf.h"
 #include "config.h"
-#include "fcgi_io.h"
+#include "conn.h"
 #include "log.h"
 #include "reply.h"
 #include "state.h"
@@ -18,18 +18,16 @@
 #include <strings.h>
 #include <unistd.h>
 
-/* Largest admin request body. */
-#define ADMIN_MAX_BODY (1024 * 1024)
 #define ADMIN_PREFIX "/admin/config"
 
 /* Admin errors use the same shape as the API's, without param and code. */
-static void admin_error(struct fcgi_client *c, int status, const char *type, const char *msg,
+static void admin_error(struct conn *c, int status, const char *type, const char *msg,
                         const char *extra)
 {
     reply_error(c, status, msg, type, NULL, NULL, extra);
 }
 
-static void reply_tree(struct fcgi_client *c, int status, const cJSON *tree)
+static void reply_tree(struct conn *c, int status, const cJSON *tree)
 {
     char *text = cJSON_Print(tree);
     if (text == NULL) {
@@ -210,7 +208,7 @@ static int do_delete(cJSON *root, void *ud, char *err, size_t errlen)
 }
 
 /* Answers a failed store call; returns the status sent. */
-static int reply_store_error(struct fcgi_client *c, enum store_status st, const char *err)
+static int reply_store_error(struct conn *c, enum store_status st, const char *err)
 {
     switch (st) {
     case STORE_REJECTED:
@@ -231,7 +229,7 @@ static int reply_store_error(struct fcgi_client *c, enum store_status st, const 
     return 500;
 }
 
-static int get_config(struct admin *a, struct fcgi_client *c, const char *name, int status)
+static int get_config(struct admin *a, struct conn *c, const char *name, int status)
 {
     char err[1024];
     enum store_status st;
@@ -283,7 +281,7 @@ enum store_status admin_put(struct admin *a, const char *name, const char *body,
     }
     st = store_update(a->dir, do_post, &pc, err, errlen);
     if (st == STORE_OK) {
-        state_next(a->st, STATE_CONFIG_GENERATION, NULL);
+        state_next(a->st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
         LOG_INFO("admin: model '%s' %s", name, pc.created ? "added" : "replaced");
         *created = pc.created;
     }
@@ -296,36 +294,23 @@ enum store_status admin_delete(struct admin *a, const char *name, char *err, siz
 {
     enum store_status st = store_update(a->dir, do_delete, (void *)name, err, errlen);
     if (st == STORE_OK) {
-        state_next(a->st, STATE_CONFIG_GENERATION, NULL);
+        state_next(a->st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
         LOG_INFO("admin: model '%s' deleted", name);
     }
     return st;
 }
 
-static int post_model(struct admin *a, struct fcgi_client *c, const char *name)
+static int post_model(struct admin *a, struct conn *c, const char *name, const char *body,
+                      size_t len)
 {
     char err[1024];
-    struct buf body;
-    buf_init(&body, ADMIN_MAX_BODY);
-    int status;
     int created = 0;
-    int rc = fcgi_io_read_body(c, &body);
-    if (rc != 0) {
-        status = rc == BUF_TOOBIG ? 413 : 400;
-        admin_error(c, status, "invalid_request_error",
-                    rc == BUF_TOOBIG ? "the body is larger than 1 MiB" : "the body is unreadable",
-                    NULL);
-    } else {
-        enum store_status st = admin_put(a, name, body.data != NULL ? body.data : "", body.len,
-                                         &created, err, sizeof(err));
-        status = st == STORE_OK ? get_config(a, c, name, created ? 201 : 200)
-                                : reply_store_error(c, st, err);
-    }
-    buf_cleanup(&body);
-    return status;
+    enum store_status st = admin_put(a, name, body, len, &created, err, sizeof(err));
+    return st == STORE_OK ? get_config(a, c, name, created ? 201 : 200)
+                          : reply_store_error(c, st, err);
 }
 
-static int delete_model(struct admin *a, struct fcgi_client *c, const char *name)
+static int delete_model(struct admin *a, struct conn *c, const char *name)
 {
     char err[1024];
     enum store_status st = admin_delete(a, name, err, sizeof(err));
@@ -342,19 +327,42 @@ static int delete_model(struct admin *a, struct fcgi_client *c, const char *name
     return 200;
 }
 
-/* Handles one request; returns the status for the log. */
-static int route(struct admin *a, struct fcgi_client *c, const char *method, const char *path)
+static int page(struct conn *c)
 {
+    static const char head[] = "Status: 200\r\nContent-Type: text/html; charset=utf-8\r\n"
+                               "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                               "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
+                               "Content-Security-Policy: " ADMIN_PAGE_CSP "\r\n";
+    char len[64];
+    snprintf(len, sizeof(len), "Content-Length: %zu\r\n\r\n", admin_page_len);
+    conn_write(c, head, sizeof(head) - 1, false);
+    conn_write(c, len, strlen(len), false);
+    conn_write(c, admin_page, admin_page_len, true);
+    return 200;
+}
+
+int admin_route(struct admin *a, struct conn *c, const char *method, const char *path,
+                const char *body, size_t len, bool *need_body)
+{
+    *need_body = false;
+    if (strcmp(path, "/admin") == 0 || strcmp(path, "/admin/") == 0 ||
+        strcmp(path, "/admin.html") == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+            admin_error(c, 405, "invalid_request_error", "use GET here", "Allow: GET, HEAD\r\n");
+            return 405;
+        }
+        return page(c);
+    }
     if (strncmp(path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) != 0 ||
         (path[strlen(ADMIN_PREFIX)] != '\0' && path[strlen(ADMIN_PREFIX)] != '/')) {
         admin_error(c, 404, "not_found", "unknown admin URL", NULL);
         return 404;
     }
-    const char *authz = fcgi_io_param(c, "HTTP_AUTHORIZATION");
+    const char *authz = conn_param(c, "HTTP_AUTHORIZATION");
     if (authz == NULL) {
         /* Apache CGI behind an .htaccess rewrite ([E=HTTP_AUTHORIZATION:...]
          * renamed by the internal redirect) */
-        authz = fcgi_io_param(c, "REDIRECT_HTTP_AUTHORIZATION");
+        authz = conn_param(c, "REDIRECT_HTTP_AUTHORIZATION");
     }
     if (!auth_bearer_ok(authz, a->token)) {
         admin_error(c, 401, "authentication_error",
@@ -363,8 +371,8 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
         return 401;
     }
     bool changes = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
-    if (changes && auth_cross_site(fcgi_io_param(c, "HTTP_ORIGIN"), fcgi_io_param(c, "HTTP_HOST"),
-                                   fcgi_io_param(c, "HTTP_SEC_FETCH_SITE"))) {
+    if (changes && auth_cross_site(conn_param(c, "HTTP_ORIGIN"), conn_param(c, "HTTP_HOST"),
+                                   conn_param(c, "HTTP_SEC_FETCH_SITE"))) {
         admin_error(c, 403, "permission_error", "cross-site requests may not change the config",
                     NULL);
         return 403;
@@ -390,7 +398,11 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
         return get_config(a, c, name, 200);
     }
     if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
-        return post_model(a, c, name);
+        if (body == NULL) {
+            *need_body = true;
+            return 0;
+        }
+        return post_model(a, c, name, body, len);
     }
     if (strcmp(method, "DELETE") == 0) {
         return delete_model(a, c, name);
@@ -398,23 +410,4 @@ static int route(struct admin *a, struct fcgi_client *c, const char *method, con
     admin_error(c, 405, "invalid_request_error", "use GET, POST or DELETE",
                 "Allow: GET, POST, DELETE\r\n");
     return 405;
-}
-
-void admin_handle(struct admin *a, struct fcgi_client *c)
-{
-    int64_t t0 = now_us();
-    const char *method = fcgi_io_param(c, "REQUEST_METHOD");
-    const char *uri = fcgi_io_param(c, "REQUEST_URI");
-    char path[2048];
-    snprintf(path, sizeof(path), "%s", uri != NULL ? uri : "");
-    path[strcspn(path, "?#")] = '\0';
-    if (method == NULL) {
-        method = "GET";
-    }
-    int status = route(a, c, method, path);
-    char line[2300];
-    int n = snprintf(line, sizeof(line), "admin %s %.2000s status=%d ms=%.2f", method, path, status,
-                     (double)(now_us() - t0) / 1000.0);
-    log_line(line, (size_t)n);
-    fcgi_io_finish(c);
 }

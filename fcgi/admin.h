@@ -6,9 +6,10 @@
 #include "auth.h"
 #include "store.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
-struct fcgi_client;
+struct conn;
 struct state;
 
 struct admin {
@@ -17,12 +18,27 @@ struct admin {
     struct state *st;           /* for the change counter; may be NULL */
 };
 
-/* Serves one request under /admin/config and releases c:
+/* Answers one request and returns its status:
+ *   GET    /admin                 the admin page (no token needed: it asks for one)
  *   GET    /admin/config          {"Models":{...}}, keys masked
  *   GET    /admin/config/{model}  one model, keys masked
  *   POST   /admin/config/{model}  add (201) or replace (200) it
- *   DELETE /admin/config/{model}  remove it (404 if absent) */
-void admin_handle(struct admin *a, struct fcgi_client *c);
+ *   DELETE /admin/config/{model}  remove it (404 if absent)
+ * Called first with body NULL: a request that needs its body sets
+ * *need_body and returns 0 (nothing answered); call again with the body.
+ * Everything else (unknown path, wrong token, cross-site) is answered at
+ * once, before the body. */
+int admin_route(struct admin *a, struct conn *c, const char *method, const char *path,
+                const char *body, size_t len, bool *need_body);
+
+/* The page, embedded at build time from htdocs/admin.html, and its policy:
+ * it loads nothing from elsewhere and may not be framed. */
+extern const char admin_page[];
+extern const size_t admin_page_len;
+#define ADMIN_PAGE_CSP                                                                             \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "                  \
+    "connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; "       \
+    "base-uri 'none'"
 
 /* Adds or replaces a model from its JSON text (masked keys resolved against
  * the stored ones). STORE_OK sets *created; otherwise err says why. */

@@ -5,7 +5,9 @@
 #include "auth.h"
 #include "buf.h"
 #include "config.h"
-#include "fcgi_io.h"
+#include "conn.h"
+#include "loop.h"
+#include "reply.h"
 #include "log.h"
 #include "state.h"
 #include "store.h"
@@ -19,7 +21,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-static int listen_fd;
+/* Largest admin request body. */
+#define ADMIN_MAX_BODY (1024 * 1024)
 
 static void on_term(int sig)
 {
@@ -102,6 +105,87 @@ static int cli(struct admin *a, int argc, char **argv)
     return 2;
 }
 
+/* One admin request: answered at once, or when its body is in. */
+struct admin_req {
+    struct admin *a;
+    struct conn *c;
+    char method[16];
+    char path[2048];
+    int64_t t0;
+    struct buf body;
+};
+
+static void req_end(struct admin_req *r, int status)
+{
+    log_linef("admin %s %s status=%d ms=%.2f", r->method, r->path, status,
+              (double)(now_us() - r->t0) / 1000.0);
+    conn_end(r->c);
+    buf_cleanup(&r->body);
+    free(r);
+}
+
+static void on_request(void *app, struct conn *c)
+{
+    struct admin_req *r = xcalloc(1, sizeof(*r));
+    r->a = app;
+    r->c = c;
+    r->t0 = now_us();
+    buf_init(&r->body, ADMIN_MAX_BODY);
+    conn_bind(c, r);
+    const char *method = conn_param(c, "REQUEST_METHOD");
+    const char *uri = conn_param(c, "REQUEST_URI");
+    snprintf(r->method, sizeof(r->method), "%s", method != NULL ? method : "GET");
+    snprintf(r->path, sizeof(r->path), "%s", uri != NULL ? uri : "");
+    r->path[strcspn(r->path, "?#")] = '\0';
+    bool need_body;
+    int status = admin_route(r->a, c, r->method, r->path, NULL, 0, &need_body);
+    if (!need_body) {
+        req_end(r, status);
+        return;
+    }
+    long long cl = conn_content_length(c);
+    if (cl > ADMIN_MAX_BODY) {
+        reply_error(c, 413, "the body is larger than 1 MiB", "invalid_request_error", NULL, NULL,
+                    NULL);
+        req_end(r, 413);
+    } else if (cl > 0) {
+        buf_presize(&r->body, (size_t)cl);
+    }
+}
+
+static void on_body(void *ud, const char *p, size_t n)
+{
+    struct admin_req *r = ud;
+    if (buf_append(&r->body, p, n) != BUF_OK) {
+        reply_error(r->c, 413, "the body is larger than 1 MiB", "invalid_request_error", NULL, NULL,
+                    NULL);
+        req_end(r, 413);
+    }
+}
+
+static void on_body_end(void *ud)
+{
+    struct admin_req *r = ud;
+    bool need_body;
+    int status = admin_route(r->a, r->c, r->method, r->path,
+                             r->body.data != NULL ? r->body.data : "", r->body.len, &need_body);
+    req_end(r, status);
+}
+
+static void on_drain(void *ud)
+{
+    (void)ud; /* answers are small and sent whole */
+}
+
+static void on_gone(void *ud, enum conn_gone why)
+{
+    struct admin_req *r = ud;
+    (void)why;
+    req_end(r, 499);
+}
+
+static const struct conn_handler handler = {on_request, on_body, on_body_end, on_drain, on_gone};
+
 int main(int argc, char **argv)
 {
     struct admin a = {0};
@@ -112,7 +196,12 @@ int main(int argc, char **argv)
     char path[PATH_MAX];
     char err[1024];
     snprintf(path, sizeof(path), "%s/runtime.state", a.dir);
-    a.st = state_open(path, err, sizeof(err));
+    a.st = state_open(path, 0, err, sizeof(err));
+    if (a.st == NULL) {
+        LOG_WARN("runtime state unavailable (responders notice changes by the file alone): %s",
+                 err);
+        a.st = state_private();
+    }
 
     const char *socket_path = NULL;
     if (argc == 3 && strcmp(argv[1], "--socket") == 0) {
@@ -123,8 +212,12 @@ int main(int argc, char **argv)
         return rc;
     }
 
+    pid_t parent = getppid();
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    setenv("LIBFCGI_OS_CLOSE_POLL_TIMEOUT", "0", 0);
+    if (getppid() != parent) {
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
     bool created;
     if (auth_token_load(a.dir, a.token, sizeof(a.token), &created, err, sizeof(err)) != 0) {
         LOG_ERROR("no admin token, refusing to start: %s", err);
@@ -140,32 +233,38 @@ int main(int argc, char **argv)
         LOG_ERROR("%s", err);
     }
     cJSON_Delete(root);
-    if (fcgi_io_init() != 0) {
-        LOG_ERROR("cannot initialise libfcgi");
-        return 1;
-    }
+    int listen_fd = -1;
     if (socket_path != NULL) {
-        listen_fd = fcgi_io_open_socket(socket_path, 128);
+        listen_fd = conn_listen_unix(socket_path);
         if (listen_fd < 0) {
-            LOG_ERROR("cannot listen on %s: %s", socket_path, strerror(errno));
             return 1;
         }
+    } else if (conn_fd0_listens()) {
+        listen_fd = 0;
     }
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     signal(SIGHUP, on_term);
-    if (socket_path == NULL && fcgi_io_is_cgi()) {
-        admin_handle(&a, fcgi_io_cgi_request());
-        state_close(a.st);
-        return 0;
+    struct loop *l = loop_new();
+    if (l == NULL) {
+        return 1;
     }
-    for (;;) {
-        struct fcgi_client *c = fcgi_io_accept(listen_fd);
-        if (c == NULL) {
-            break;
+    struct conn_settings cs = {.stall_ms = 60000, .idle_ms = 300000};
+    struct conn_server *srv = listen_fd >= 0 ? conn_server_new(l, listen_fd, &handler, &a, &cs)
+                                             : conn_server_cgi(l, &handler, &a, &cs);
+    if (srv == NULL) {
+        return 1;
+    }
+    if (listen_fd < 0) {
+        /* CGI: the one request is answered (or its rest read) and we go */
+        while (conn_server_open(srv) > 0) {
+            loop_run_once(l, 1000);
         }
-        admin_handle(&a, c);
+    } else {
+        loop_run(l);
     }
+    conn_server_free(srv);
+    loop_free(l);
     state_close(a.st);
     return 0;
 }

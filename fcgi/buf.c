@@ -119,6 +119,21 @@ char *buf_reserve(struct buf *b, size_t n)
     return b->data + b->len;
 }
 
+int buf_presize(struct buf *b, size_t n)
+{
+    if (n > b->cap) {
+        return BUF_TOOBIG;
+    }
+    if (n + 1 > b->size) {
+        b->data = xrealloc(b->data, n + 1);
+        if (b->size == 0) {
+            b->data[0] = '\0';
+        }
+        b->size = n + 1;
+    }
+    return BUF_OK;
+}
+
 int buf_append(struct buf *b, const void *p, size_t n)
 {
     char *dst = buf_reserve(b, n);

@@ -28,6 +28,9 @@ int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append s as the inside of a JSON string (quotes not included). */
 int buf_append_json_str(struct buf *b, const char *s);
+/* Allocate room for n bytes in all at once (a body of known length), so
+ * filling it never doubles the allocation. BUF_TOOBIG when n > cap. */
+int buf_presize(struct buf *b, size_t n);
 /* Make room for n more bytes; returns a pointer to the free space or NULL. */
 char *buf_reserve(struct buf *b, size_t n);
 /* Appends everything fd holds until end of file. Returns BUF_OK, BUF_TOOBIG

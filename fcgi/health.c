@@ -53,35 +53,50 @@ void health_key_clear(uint64_t *w)
     STORE(&w[1], 0);
 }
 
-void health_backend_failed(uint64_t *w, uint64_t now_ms)
+enum { FAILS = 0, OPEN_UNTIL = 1, OPENED = 2, TRIAL = 3 };
+
+static uint64_t open_ms(uint64_t times)
 {
-    uint64_t fails = __atomic_add_fetch(&w[2], 1, __ATOMIC_ACQ_REL);
+    uint64_t ms = HEALTH_OPEN_BASE_MS;
+    for (uint64_t i = 1; i < times && ms < HEALTH_OPEN_CAP_MS; i++) {
+        ms *= 2;
+    }
+    return ms > HEALTH_OPEN_CAP_MS ? HEALTH_OPEN_CAP_MS : ms;
+}
+
+void health_backend_failed(uint64_t *w, uint64_t now_ms, bool trial)
+{
+    if (trial) {
+        uint64_t times = __atomic_add_fetch(&w[OPENED], 1, __ATOMIC_ACQ_REL);
+        STORE(&w[OPEN_UNTIL], now_ms + open_ms(times));
+        STORE(&w[TRIAL], 0);
+        return;
+    }
+    uint64_t fails = __atomic_add_fetch(&w[FAILS], 1, __ATOMIC_ACQ_REL);
     if (fails < HEALTH_THRESHOLD) {
         return;
     }
-    uint64_t opened = __atomic_fetch_add(&w[4], 1, __ATOMIC_ACQ_REL);
-    uint64_t ms = HEALTH_OPEN_BASE_MS;
-    for (uint64_t i = 0; i < opened && ms < HEALTH_OPEN_CAP_MS; i++) {
-        ms *= 2;
+    /* closed -> open, exactly once however many fail at the same moment */
+    uint64_t closed = 0;
+    if (__atomic_compare_exchange_n(&w[OPEN_UNTIL], &closed, now_ms + HEALTH_OPEN_BASE_MS, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        STORE(&w[OPENED], 1);
+        STORE(&w[TRIAL], 0);
     }
-    if (ms > HEALTH_OPEN_CAP_MS) {
-        ms = HEALTH_OPEN_CAP_MS;
-    }
-    STORE(&w[3], now_ms + ms);
-    STORE(&w[5], 0);
 }
 
 void health_backend_ok(uint64_t *w)
 {
-    STORE(&w[2], 0);
-    STORE(&w[3], 0);
-    STORE(&w[4], 0);
-    STORE(&w[5], 0);
+    STORE(&w[FAILS], 0);
+    STORE(&w[OPEN_UNTIL], 0);
+    STORE(&w[OPENED], 0);
+    STORE(&w[TRIAL], 0);
 }
 
-uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms)
+uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial)
 {
-    uint64_t until = LOAD(&w[3]);
+    *trial = false;
+    uint64_t until = LOAD(&w[OPEN_UNTIL]);
     if (until == 0) {
         return 0; /* closed */
     }
@@ -90,13 +105,14 @@ uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms)
         return left; /* open */
     }
     /* half-open: exactly one caller gets the trial */
-    uint64_t trial = LOAD(&w[5]);
-    uint64_t busy = remaining(trial, now_ms, HEALTH_TRIAL_MS);
+    uint64_t t = LOAD(&w[TRIAL]);
+    uint64_t busy = remaining(t, now_ms, HEALTH_TRIAL_MS);
     if (busy > 0) {
         return busy;
     }
-    if (__atomic_compare_exchange_n(&w[5], &trial, now_ms + HEALTH_TRIAL_MS, false,
+    if (__atomic_compare_exchange_n(&w[TRIAL], &t, now_ms + HEALTH_TRIAL_MS, false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        *trial = true;
         return 0;
     }
     return HEALTH_TRIAL_MS;

@@ -8,7 +8,9 @@
 
 /* Times are wall-clock milliseconds (CLOCK_REALTIME), so records in the
  * shared state file stay meaningful across processes and restarts; a record
- * further in the future than its cap (a clock step back) counts as expired. */
+ * further in the future than its cap (a clock step back) counts as expired.
+ * Every function works on words of the state file (state_words) with atomic
+ * operations only. */
 
 /* A key that got 429 cools for its Retry-After (capped); without one, for
  * HEALTH_429_DEFAULT_MS plus up to half again of jitter. */
@@ -17,8 +19,8 @@
 /* A key that got 401/403 (rejected: our key is bad) cools this long. */
 #define HEALTH_REJECTED_MS (600 * 1000)
 /* A backend's circuit opens after this many consecutive failures
- * (connect/DNS/TLS errors, timeouts, 5xx, error events), first for
- * HEALTH_OPEN_BASE_MS, doubling on each failed trial up to HEALTH_OPEN_CAP_MS. */
+ * (connect errors, timeouts, 5xx, error events), first for
+ * HEALTH_OPEN_BASE_MS; each failed trial doubles it, up to HEALTH_OPEN_CAP_MS. */
 #define HEALTH_THRESHOLD 3
 #define HEALTH_OPEN_BASE_MS 5000
 #define HEALTH_OPEN_CAP_MS (120 * 1000)
@@ -27,19 +29,27 @@
 
 enum health_reason { HEALTH_NONE = 0, HEALTH_RATE_LIMITED = 429, HEALTH_REJECTED = 401 };
 
-/* A key's record: words[0] cooled until (ms), words[1] reason. */
+/* A key's record: [0] cooled until (ms), [1] reason. */
+#define HEALTH_KEY_WORDS 2
 void health_key_cool(uint64_t *w, uint64_t now_ms, uint64_t ms, enum health_reason why);
 /* Milliseconds the key still cools (0: usable). *why gets the reason. */
 uint64_t health_key_wait(const uint64_t *w, uint64_t now_ms, enum health_reason *why);
 void health_key_clear(uint64_t *w);
 
-/* A backend's circuit: words[2] consecutive failures, words[3] open until,
- * words[4] how many times it opened in a row, words[5] trial running until. */
-void health_backend_failed(uint64_t *w, uint64_t now_ms);
+/* A circuit's record: [0] consecutive failures, [1] open until (0: closed),
+ * [2] times it opened in a row, [3] trial running until. */
+#define HEALTH_CIRCUIT_WORDS 4
+/* A failed attempt. trial: the attempt was the one trial of a half-open
+ * circuit (health_backend_wait set *trial): its failure opens the circuit
+ * again for twice as long. Failures of attempts that began before the
+ * circuit opened do not move it: a burst of requests failing together opens
+ * it once, for the base time. */
+void health_backend_failed(uint64_t *w, uint64_t now_ms, bool trial);
 void health_backend_ok(uint64_t *w);
-/* 0 when the backend may be tried now (closed, or this caller won the one
- * trial of a half-open circuit); else the milliseconds until it may. */
-uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms);
+/* 0 when the backend may be tried now: closed, or this caller won the one
+ * trial of a half-open circuit (*trial is then true); else the milliseconds
+ * until it may. */
+uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial);
 
 /* Cooldown for a 429: Retry-After seconds (-1: absent) capped, or the
  * default with jitter drawn from rnd. */

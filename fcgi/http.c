@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "http.h"
+#include "buf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +48,21 @@ bool http_forward_header(const char *name, size_t len)
            exact(name, len, "content-encoding") || exact(name, len, "retry-after") ||
            exact(name, len, "x-request-id") || prefix(name, len, "openai-") ||
            prefix(name, len, "x-ratelimit-") || exact(name, len, "cache-control");
+}
+
+bool http_has_header(const struct buf *lines, const char *name, size_t len)
+{
+    const char *p = lines->data;
+    const char *end = p != NULL ? p + lines->len : NULL;
+    while (p != NULL && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *colon = memchr(p, ':', eol != NULL ? (size_t)(eol - p) : (size_t)(end - p));
+        if (colon != NULL && (size_t)(colon - p) == len && strncasecmp(p, name, len) == 0) {
+            return true;
+        }
+        p = eol != NULL ? eol + 1 : NULL;
+    }
+    return false;
 }
 
 const char *http_upstream_header(const char *cgi_name)

@@ -19,6 +19,11 @@ enum http_class http_classify(int status);
  * NUL-terminated. Keep in sync with the README's "Headers" section. */
 bool http_forward_header(const char *name, size_t len);
 
+/* Whether lines ("Name: value\r\n"...) already hold a header of that name
+ * (case-insensitive; name is not NUL-terminated). */
+struct buf;
+bool http_has_header(const struct buf *lines, const char *name, size_t len);
+
 /* Whether a client request header (CGI name, e.g. "HTTP_USER_AGENT") goes
  * upstream, and under which name; NULL when it does not. */
 const char *http_upstream_header(const char *cgi_name);

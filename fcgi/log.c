@@ -52,20 +52,38 @@ void log_line(const char *text, size_t len)
     }
 }
 
+/* vsnprintf's result clamped to what it wrote: it returns the length it
+ * would have written, which may pass the buffer. */
+__attribute__((format(printf, 3, 0))) static size_t format(char *out, size_t n, const char *fmt,
+                                                           va_list ap)
+{
+    int m = vsnprintf(out, n, fmt, ap);
+    if (m < 0) {
+        return 0;
+    }
+    return (size_t)m < n ? (size_t)m : n - 1;
+}
+
+void log_linef(const char *fmt, ...)
+{
+    char text[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    log_line(text, n);
+}
+
 void log_msg(const char *level, const char *file, int line, const char *fmt, ...)
 {
     char msg[4096];
-    int n = snprintf(msg, sizeof(msg), "%s %s:%d: ", level, file, line);
-    if (n < 0) {
+    int n = snprintf(msg, 512, "%s %s:%d: ", level, file, line);
+    if (n < 0 || n >= 512) {
         return;
     }
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+    size_t m = format(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m > 0 ? (size_t)m : 0);
-    if (len >= sizeof(msg)) {
-        len = sizeof(msg) - 1;
-    }
-    log_line(msg, len);
+    log_line(msg, (size_t)n + m);
 }

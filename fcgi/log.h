@@ -3,11 +3,15 @@
 #ifndef LLMPROXY_LOG_H
 #define LLMPROXY_LOG_H
 
+#include <stddef.h>
+
 /* Never pass an API key or an Authorization header to these. */
 void log_msg(const char *level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Writes one finished line (a request summary) with a single write(). */
 void log_line(const char *text, size_t len);
+/* The same from a format; a line longer than 8 KiB is cut there. */
+void log_linef(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define LOG_ERROR(...) log_msg("error", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_WARN(...) log_msg("warn", __FILE__, __LINE__, __VA_ARGS__)

@@ -6,8 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct fcgi_client;
-struct upstream_loop;
+struct loop;
 struct state;
 
 /* Tunables, read from the environment by proxy_settings_from_env. */
@@ -18,23 +17,27 @@ struct proxy_settings {
     size_t hold_max;         /* bytes held before the first event decides, 4 MiB */
     long deadline_ms;        /* LLMPROXY_DEADLINE_MS: all attempts until an answer, 300000 */
     size_t max_response;     /* LLMPROXY_MAX_RESPONSE_BYTES: relayed per answer, 256 MiB */
+    long body_timeout_ms;    /* LLMPROXY_BODY_TIMEOUT_MS: the body may pause this long, 30000 */
+    long stall_ms;           /* LLMPROXY_CLIENT_STALL_MS: a client that takes nothing, 120000 */
+    long drain_ms;           /* LLMPROXY_DRAIN_MS: requests in flight after SIGTERM, 5000 */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);
 
-struct proxy;
+/* What the loops of one process share: settings, the state, request ids. */
+struct proxy_shared;
+struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st);
+void proxy_shared_free(struct proxy_shared *sh);
 
-/* The process-wide proxy. It borrows loop and st (st may be NULL). */
-struct proxy *proxy_new(const struct proxy_settings *s, struct upstream_loop *loop,
-                        struct state *st);
+/* The requests of one loop. listen_fd: the FastCGI socket to accept on;
+ * -1 serves the one request of a CGI process. NULL on failure. */
+struct proxy;
+struct proxy *proxy_new(struct proxy_shared *sh, struct loop *l, int listen_fd);
 void proxy_free(struct proxy *px);
 
-/* Serves one accepted request. Called on an accepting thread: answers what
- * needs no upstream at once, hands the rest to the loop. Takes c. */
-void proxy_handle(struct proxy *px, struct fcgi_client *c);
-
-/* For upstream_loop_run / upstream_loop_stop, on the loop thread. */
-void proxy_tick(void *px, int64_t now_us);
-int proxy_busy(void *px);
+/* On the loop's thread: stop taking requests, let those in flight finish
+ * within drain_ms, end the rest (streams with an error event), then make
+ * the loop return. A CGI process's loop returns after its request anyway. */
+void proxy_drain(void *px);
 
 #endif

@@ -1,12 +1,12 @@
-/* proxy_main.c - the responder program: accept threads, the event loop, signals */
+/* proxy_main.c - the responder program: loops, the listening socket, signals */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
-#include "fcgi_io.h"
+#include "conn.h"
 #include "log.h"
+#include "loop.h"
 #include "proxy.h"
 #include "snapshot.h"
 #include "state.h"
-#include "upstream.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,32 +18,29 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-/* Time given to requests in flight after SIGTERM before the process exits. */
-#define SHUTDOWN_GRACE_S 3
+#define MAX_LOOPS 64
 
 struct app {
     int listen_fd;
-    struct proxy *px;
-    struct upstream_loop *loop;
+    size_t nloops;
+    struct loop *loops[MAX_LOOPS];
+    struct proxy *proxies[MAX_LOOPS];
+    long drain_ms;
 };
 
-static void *accept_thread(void *arg)
+static void *loop_thread(void *arg)
 {
-    struct app *app = arg;
-    for (;;) {
-        struct fcgi_client *c = fcgi_io_accept(app->listen_fd);
-        if (c == NULL) {
-            break;
-        }
-        proxy_handle(app->px, c);
-    }
+    loop_run(arg);
     return NULL;
 }
 
-/* SIGTERM (the web server stopping us), SIGINT (Ctrl-C on `make run`) and
- * SIGHUP: stop accepting, let requests in flight finish for a moment, go. */
+/* SIGTERM (the web server stopping us, or our parent gone), SIGINT (Ctrl-C
+ * on `make run`), SIGHUP: stop accepting, let requests in flight finish for
+ * LLMPROXY_DRAIN_MS, end the rest. A second signal ends the drain at once;
+ * a drain that somehow never ends is cut a few seconds after its time. */
 static void *signal_thread(void *arg)
 {
     struct app *app = arg;
@@ -55,10 +52,18 @@ static void *signal_thread(void *arg)
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {
     }
-    fcgi_io_shutdown(app->listen_fd);
-    upstream_loop_stop(app->loop, proxy_busy, app->px);
-    struct timespec grace = {SHUTDOWN_GRACE_S, 0};
-    sigtimedwait(&set, NULL, &grace);
+    if (app->listen_fd >= 0) {
+        /* connections queued but not accepted are refused, not left hanging */
+        shutdown(app->listen_fd, SHUT_RDWR);
+    }
+    for (size_t i = 0; i < app->nloops; i++) {
+        loop_post(app->loops[i], proxy_drain, app->proxies[i]);
+    }
+    struct timespec wait = {app->drain_ms / 1000 + 3, (app->drain_ms % 1000) * 1000000};
+    if (sigtimedwait(&set, NULL, &wait) > 0) {
+        struct timespec grace = {1, 0};
+        sigtimedwait(&set, NULL, &grace); /* a second signal: one more second, then go */
+    }
     _exit(0);
     return NULL;
 }
@@ -72,23 +77,45 @@ static void raise_fd_limit(void)
     }
 }
 
+/* Names the config gives the state table (rotation, circuits, keys). */
+static size_t config_names(void)
+{
+    struct snapshot *s = snapshot_acquire();
+    size_t n = 16;
+    for (size_t i = 0; s->cfg != NULL && i < s->cfg->nmodels; i++) {
+        const struct config_model *m = &s->cfg->models[i];
+        n += 1;
+        for (size_t j = 0; j < m->nbackends; j++) {
+            n += 2 + m->backends[j].nkeys;
+        }
+    }
+    snapshot_release(s);
+    return n;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: llmproxy.fcgi [--socket PATH] [--threads N]\n"
                     "Normally started by the web server (FastCGI) or run as a CGI program.\n");
 }
 
+static long default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
 int main(int argc, char **argv)
 {
     const char *socket_path = NULL;
-    long threads = 4;
+    long threads = default_threads();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
             socket_path = argv[++i];
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             char *end;
             threads = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || threads < 1 || threads > 256) {
+            if (*end != '\0' || threads < 1 || threads > MAX_LOOPS) {
                 usage();
                 return 2;
             }
@@ -100,16 +127,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    /* closing a finished request must not wait for the server's FIN */
-    setenv("LIBFCGI_OS_CLOSE_POLL_TIMEOUT", "0", 0);
-    /* libfcgi drops an accepted connection whose request has not arrived
-     * within this time; under a burst of thousands of new streams the web
-     * server can take longer than the default 2 s to write it */
-    setenv("LIBFCGI_IS_AF_UNIX_KEEPER_POLL_TIMEOUT", "30000", 0);
+    pid_t parent = getppid();
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) {
+        return 0; /* the web server died before we could ask to hear of it */
+    }
+    signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || fcgi_io_init() != 0) {
-        LOG_ERROR("cannot initialise libcurl or libfcgi");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        LOG_ERROR("cannot initialise libcurl");
         return 1;
     }
 
@@ -119,66 +145,67 @@ int main(int argc, char **argv)
     }
     char path[PATH_MAX];
     char err[512];
-    snprintf(path, sizeof(path), "%s/runtime.state", dir);
-    struct state *st = state_open(path, err, sizeof(err));
-    if (st == NULL) {
-        LOG_WARN("runtime state unavailable, counters are per process: %s", err);
-    }
     snprintf(path, sizeof(path), "%s/dynamic_routing.json", dir);
-    snapshot_init(path, st);
+    snapshot_init(path, NULL);
+    snprintf(path, sizeof(path), "%s/runtime.state", dir);
+    struct state *st = state_open(path, state_slots_for(config_names()), err, sizeof(err));
+    if (st == NULL) {
+        LOG_ERROR("runtime state unavailable, rotation and health are per process: %s", err);
+        st = state_private();
+    }
+    snapshot_set_state(st);
 
     struct proxy_settings set;
     proxy_settings_from_env(&set);
-    struct app app = {0};
-    app.loop = upstream_loop_new();
-    if (app.loop == NULL) {
-        return 1;
-    }
-    app.px = proxy_new(&set, app.loop, st);
-
-    if (!socket_path && fcgi_io_is_cgi()) {
-        /* plain CGI: one request, then exit; a client gone shows as EPIPE */
-        signal(SIGPIPE, SIG_IGN);
-        proxy_handle(app.px, fcgi_io_cgi_request());
-        upstream_loop_stop(app.loop, proxy_busy, app.px);
-        upstream_loop_run(app.loop, proxy_tick, app.px, 50);
+    struct proxy_shared *sh = proxy_shared_new(&set, st);
+    struct app app = {.listen_fd = -1, .drain_ms = set.drain_ms};
+    bool cgi = socket_path == NULL && !conn_fd0_listens();
+    if (!cgi) {
+        app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
+        if (app.listen_fd < 0) {
+            return 1;
+        }
     } else {
-        if (socket_path != NULL) {
-            app.listen_fd = fcgi_io_open_socket(socket_path, 1024);
-            if (app.listen_fd < 0) {
-                LOG_ERROR("cannot listen on %s: %s", socket_path, strerror(errno));
-                return 1;
-            }
-        }
-        sigset_t set_sig;
-        sigemptyset(&set_sig);
-        sigaddset(&set_sig, SIGTERM);
-        sigaddset(&set_sig, SIGINT);
-        sigaddset(&set_sig, SIGHUP);
-        sigaddset(&set_sig, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &set_sig, NULL);
-        pthread_t sig_tid;
-        pthread_create(&sig_tid, NULL, signal_thread, &app);
-        pthread_detach(sig_tid);
-        for (long i = 0; i < threads; i++) {
-            pthread_t tid;
-            pthread_attr_t attr;
-            pthread_attr_init(&attr);
-            pthread_attr_setstacksize(&attr, 1024 * 1024);
-            if (pthread_create(&tid, &attr, accept_thread, &app) != 0) {
-                LOG_ERROR("cannot start accept thread: %s", strerror(errno));
-                return 1;
-            }
-            pthread_detach(tid);
-            pthread_attr_destroy(&attr);
-        }
-        LOG_INFO("llmproxy %s ready: %ld accept threads, state dir %s", LLMPROXY_VERSION, threads,
-                 dir);
-        upstream_loop_run(app.loop, proxy_tick, app.px, 50);
-        _exit(0);
+        threads = 1;
     }
-    proxy_free(app.px);
-    upstream_loop_free(app.loop);
+    /* every thread but the signal thread ignores the stop signals */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    app.nloops = (size_t)threads;
+    for (size_t i = 0; i < app.nloops; i++) {
+        app.loops[i] = loop_new();
+        app.proxies[i] = app.loops[i] != NULL ? proxy_new(sh, app.loops[i], app.listen_fd) : NULL;
+        if (app.proxies[i] == NULL) {
+            LOG_ERROR("cannot start loop %zu", i);
+            return 1;
+        }
+    }
+    pthread_t sig_tid;
+    pthread_create(&sig_tid, NULL, signal_thread, &app);
+    pthread_detach(sig_tid);
+    pthread_t tids[MAX_LOOPS];
+    for (size_t i = 1; i < app.nloops; i++) {
+        if (pthread_create(&tids[i], NULL, loop_thread, app.loops[i]) != 0) {
+            LOG_ERROR("cannot start a loop thread: %s", strerror(errno));
+            return 1;
+        }
+    }
+    if (!cgi) {
+        LOG_INFO("llmproxy %s ready: %zu loops, state dir %s", LLMPROXY_VERSION, app.nloops, dir);
+    }
+    loop_run(app.loops[0]);
+    for (size_t i = 1; i < app.nloops; i++) {
+        pthread_join(tids[i], NULL);
+    }
+    for (size_t i = 0; i < app.nloops; i++) {
+        proxy_free(app.proxies[i]);
+        loop_free(app.loops[i]);
+    }
+    proxy_shared_free(sh);
     snapshot_cleanup();
     state_close(st);
     curl_global_cleanup();

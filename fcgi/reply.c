@@ -2,20 +2,22 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "reply.h"
-#include "fcgi_io.h"
+#include "conn.h"
 
 #include <stdio.h>
 
-void reply_json(struct fcgi_client *c, int status, const char *json, size_t len, const char *extra)
+void reply_json(struct conn *c, int status, const char *json, size_t len, const char *extra)
 {
     char head[768];
     int n = snprintf(head, sizeof(head),
                      "Status: %d\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s\r\n",
                      status, len, extra != NULL ? extra : "");
-    fcgi_io_write(c, head, (size_t)n);
-    fcgi_io_write(c, json, len);
-    fcgi_io_flush(c);
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        return;
+    }
+    conn_write(c, head, (size_t)n, false);
+    conn_write(c, json, len, true);
 }
 
 static void json_string_or_null(struct buf *b, const char *s)
@@ -43,8 +45,8 @@ void reply_error_object(struct buf *b, const char *msg, const char *type, const 
     buf_append_str(b, "}}");
 }
 
-void reply_error(struct fcgi_client *c, int status, const char *msg, const char *type,
-                 const char *param, const char *code, const char *extra)
+void reply_error(struct conn *c, int status, const char *msg, const char *type, const char *param,
+                 const char *code, const char *extra)
 {
     struct buf b;
     buf_init(&b, 64 * 1024);

@@ -7,11 +7,11 @@
 
 #include <stddef.h>
 
-struct fcgi_client;
+struct conn;
 
 /* Writes a complete JSON answer (status, headers, body) and flushes it.
  * extra: more header lines, each ending in CRLF, or NULL. */
-void reply_json(struct fcgi_client *c, int status, const char *json, size_t len, const char *extra);
+void reply_json(struct conn *c, int status, const char *json, size_t len, const char *extra);
 
 /* Appends {"error":{"message","type","param","code"}} to b; param and code
  * may be NULL (JSON null). */
@@ -19,7 +19,7 @@ void reply_error_object(struct buf *b, const char *msg, const char *type, const 
                         const char *code);
 
 /* An error answer in that shape. */
-void reply_error(struct fcgi_client *c, int status, const char *msg, const char *type,
-                 const char *param, const char *code, const char *extra);
+void reply_error(struct conn *c, int status, const char *msg, const char *type, const char *param,
+                 const char *code, const char *extra);
 
 #endif

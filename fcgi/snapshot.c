@@ -107,13 +107,21 @@ void snapshot_init(const char *path, struct state *st)
     free(file_path);
     file_path = xstrdup(path);
     shared = st;
-    seen_generation = state_peek(st, STATE_CONFIG_GENERATION, NULL);
+    seen_generation = st != NULL ? state_peek(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
     memset(&seen, 0, sizeof(seen));
     struct config *cfg = load(&seen);
     struct snapshot *old = current;
     current = snapshot_new(cfg);
     pthread_mutex_unlock(&lock);
     snapshot_release(old);
+}
+
+void snapshot_set_state(struct state *st)
+{
+    pthread_mutex_lock(&lock);
+    shared = st;
+    seen_generation = st != NULL ? state_peek(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
+    pthread_mutex_unlock(&lock);
 }
 
 void snapshot_cleanup(void)
@@ -132,7 +140,8 @@ struct snapshot *snapshot_acquire(void)
     struct stat sb;
     struct file_id now = {0};
     /* the counter first: a change counted before our stat() is then seen */
-    uint64_t gen = state_peek(shared, STATE_CONFIG_GENERATION, NULL);
+    uint64_t gen =
+        shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
     if (file_path != NULL && stat(file_path, &sb) == 0) {
         now = file_id_of(&sb);
     }

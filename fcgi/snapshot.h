@@ -18,6 +18,9 @@ struct state;
 /* Remember the file to watch and load it once. st (may be NULL) carries
  * the admin program's change counter (STATE_CONFIG_GENERATION). */
 void snapshot_init(const char *path, struct state *st);
+/* Attach the shared state once it is open (snapshot_init may be given NULL
+ * to size the state from the first config). */
+void snapshot_set_state(struct state *st);
 /* Drop the current snapshot (at exit). */
 void snapshot_cleanup(void);
 

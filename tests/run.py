@@ -71,7 +71,7 @@ def run_valgrind():
 
 def run_fuzz_briefly():
     """Each libFuzzer harness for a few seconds from its seeds (make fuzz runs them long)."""
-    for name in ("request", "config", "retry_after", "sse"):
+    for name in ("request", "config", "retry_after", "sse", "fcgi"):
         fz = os.path.join(ROOT, "build", "fuzz", "fuzz_" + name)
         if not os.access(fz, os.X_OK):
             report(False, "fuzz: %s built" % name, "build/fuzz/fuzz_%s missing" % name)

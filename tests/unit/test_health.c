@@ -37,42 +37,62 @@ int main(void)
        "absent: default plus jitter (%llu, %llu)", (unsigned long long)lo, (unsigned long long)hi);
 
     uint64_t c[STATE_WORDS] = {0};
-    ok(health_backend_wait(c, now) == 0, "a closed circuit lets requests through");
-    health_backend_failed(c, now);
-    health_backend_failed(c, now);
-    ok(health_backend_wait(c, now) == 0, "two failures: still closed");
-    health_backend_failed(c, now);
-    ok(health_backend_wait(c, now) == HEALTH_OPEN_BASE_MS, "three in a row: open");
-    ok(health_backend_wait(c, now + HEALTH_OPEN_BASE_MS) == 0, "expired: one trial goes through");
-    ok(health_backend_wait(c, now + HEALTH_OPEN_BASE_MS) > 0, "and only one");
-    health_backend_failed(c, now + HEALTH_OPEN_BASE_MS);
-    ok(health_backend_wait(c, now + HEALTH_OPEN_BASE_MS) == 2 * HEALTH_OPEN_BASE_MS,
-       "a failed trial opens it for twice as long");
+    bool trial;
+    ok(health_backend_wait(c, now, &trial) == 0 && !trial,
+       "a closed circuit lets requests through");
+    health_backend_failed(c, now, false);
+    health_backend_failed(c, now, false);
+    ok(health_backend_wait(c, now, &trial) == 0, "two failures: still closed");
+    health_backend_failed(c, now, false);
+    ok(health_backend_wait(c, now, &trial) == HEALTH_OPEN_BASE_MS, "three in a row: open");
     for (int i = 0; i < 20; i++) {
-        health_backend_failed(c, now);
+        health_backend_failed(c, now, false); /* requests in flight failing together */
     }
-    ok(health_backend_wait(c, now) == HEALTH_OPEN_CAP_MS, "the open interval is capped");
+    ok(health_backend_wait(c, now, &trial) == HEALTH_OPEN_BASE_MS,
+       "more failures of requests already in flight do not lengthen it");
+    uint64_t t1 = now + HEALTH_OPEN_BASE_MS;
+    ok(health_backend_wait(c, t1, &trial) == 0 && trial, "expired: one trial goes through");
+    bool t2;
+    ok(health_backend_wait(c, t1, &t2) > 0 && !t2, "and only one");
+    health_backend_failed(c, t1, false);
+    ok(health_backend_wait(c, t1, &t2) > 0 && c[1] <= t1,
+       "a late failure of an older request does not reopen a half-open circuit");
+    health_backend_failed(c, t1, true);
+    ok(health_backend_wait(c, t1, &t2) == 2 * HEALTH_OPEN_BASE_MS,
+       "a failed trial opens it for twice as long");
+    uint64_t t = t1;
+    for (int i = 0; i < 20; i++) {
+        t += HEALTH_OPEN_CAP_MS;
+        health_backend_wait(c, t, &t2);
+        health_backend_failed(c, t, t2);
+    }
+    ok(health_backend_wait(c, t, &t2) == HEALTH_OPEN_CAP_MS, "doubling stops at the cap");
     health_backend_ok(c);
-    ok(health_backend_wait(c, now) == 0, "a success closes it");
+    ok(health_backend_wait(c, t, &trial) == 0 && !trial, "a success closes it");
+    health_backend_failed(c, t, false);
+    health_backend_failed(c, t, false);
+    health_backend_failed(c, t, false);
+    ok(health_backend_wait(c, t, &trial) == HEALTH_OPEN_BASE_MS,
+       "after closing, the next opening starts from the base again");
 
     /* shared by processes through the state file */
     char path[] = "/tmp/llmproxy-health-XXXXXX";
     close(mkstemp(path));
     unlink(path);
     char err[256];
-    struct state *st = state_open(path, err, sizeof(err));
-    uint64_t *kw = state_words(st, "key", "http://h/v1", "sk-1");
+    struct state *st = state_open(path, 0, err, sizeof(err));
+    uint64_t *kw = state_words(st, STATE_NS_KEY, "http://h/v1", "sk-1", NULL);
     ok(kw != NULL, "health words in the state file");
     if (fork() == 0) {
-        struct state *s2 = state_open(path, err, sizeof(err));
-        health_key_cool(state_words(s2, "key", "http://h/v1", "sk-1"), health_now_ms(), 60000,
-                        HEALTH_RATE_LIMITED);
+        struct state *s2 = state_open(path, 0, err, sizeof(err));
+        health_key_cool(state_words(s2, STATE_NS_KEY, "http://h/v1", "sk-1", NULL), health_now_ms(),
+                        60000, HEALTH_RATE_LIMITED);
         _exit(0);
     }
     wait(NULL);
     ok(health_key_wait(kw, health_now_ms(), &why) > 50000 && why == HEALTH_RATE_LIMITED,
        "a cooldown set by another process is seen");
-    ok(state_words(st, "key", "http://h/v1", "sk-2") != kw, "each key its own record");
+    ok(state_words(st, STATE_NS_KEY, "http://h/v1", "sk-2", NULL) != kw, "each key its own record");
     state_close(st);
     unlink(path);
     return tap_done();

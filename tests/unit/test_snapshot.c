@@ -35,7 +35,7 @@ int main(void)
     snprintf(path, sizeof(path), "%s/dynamic_routing.json", dir);
     char spath[600], err[256];
     snprintf(spath, sizeof(spath), "%s/runtime.state", dir);
-    struct state *st = state_open(spath, err, sizeof(err));
+    struct state *st = state_open(spath, 0, err, sizeof(err));
 
     snapshot_init(path, st);
     struct snapshot *s = snapshot_acquire();
@@ -74,7 +74,7 @@ int main(void)
     stat(path, &sb);
     struct timespec times[2] = {sb.st_atim, seen.mtime};
     utimensat(AT_FDCWD, path, times, 0); /* hide the change from mtime */
-    state_next(st, STATE_CONFIG_GENERATION, NULL);
+    state_next(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
     s = snapshot_acquire();
     ok(strcmp(first_backend(s), "bbb") == 0, "the change counter forces a reload");
     snapshot_release(s);

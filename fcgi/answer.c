@@ -1,0 +1,73 @@
+/* answer.c - what the responder answers itself: /health, /v1/models; the request path */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "answer.h"
+#include "buf.h"
+#include "conn.h"
+#include "endpoint.h"
+#include "reply.h"
+#include "route.h"
+#include "snapshot.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void answer_path(const struct conn *c, char *out, size_t n)
+{
+    const char *uri = conn_param(c, "REQUEST_URI");
+    if (uri == NULL || *uri == '\0') {
+        const char *sn = conn_param(c, "SCRIPT_NAME");
+        const char *pi = conn_param(c, "PATH_INFO");
+        snprintf(out, n, "%s%s", sn != NULL ? sn : "", pi != NULL ? pi : "");
+    } else {
+        snprintf(out, n, "%s", uri);
+    }
+    out[strcspn(out, "?#")] = '\0';
+}
+
+/* GET /v1/models (one == NULL) or /v1/models/{one}. */
+static int models(struct conn *c, const char *one)
+{
+    struct snapshot *s = snapshot_acquire();
+    struct buf b;
+    buf_init(&b, (size_t)64 << 20);
+    const struct config *cfg = s->cfg;
+    int found = 0;
+    if (one == NULL) {
+        buf_append_str(&b, "{\"object\":\"list\",\"data\":[");
+    }
+    for (size_t i = 0; cfg != NULL && i < cfg->nmodels; i++) {
+        const struct config_model *m = &cfg->models[i];
+        if (route_enabled(m) == 0 || (one != NULL && strcmp(one, m->name) != 0)) {
+            continue;
+        }
+        buf_printf(&b, "%s{\"id\":\"", found++ && one == NULL ? "," : "");
+        buf_append_json_str(&b, m->name);
+        buf_append_str(&b, "\",\"object\":\"model\",\"created\":0,\"owned_by\":\"llmproxy\"}");
+    }
+    int status = 200;
+    if (one == NULL) {
+        buf_append_str(&b, "]}");
+        reply_json(c, 200, b.data, b.len, NULL);
+    } else if (found) {
+        reply_json(c, 200, b.data, b.len, NULL);
+    } else {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "The model '%.256s' does not exist", one);
+        reply_error(c, 404, msg, "invalid_request_error", "model", "model_not_found", NULL);
+        status = 404;
+    }
+    buf_cleanup(&b);
+    snapshot_release(s);
+    return status;
+}
+
+int answer_local(struct conn *c, const struct endpoint *ep, const char *path)
+{
+    if (ep->kind == EP_HEALTH) {
+        static const char body[] = "{\"Status\":\"Healthy\"}";
+        reply_json(c, 200, body, sizeof(body) - 1, NULL);
+        return 200;
+    }
+    return models(c, ep->prefix ? path + strlen(ep->path) : NULL);
+}
