@@ -15,7 +15,7 @@ ADMIN_LIBS := -lcjson -lpthread
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy \
            endpoint
 PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
-           loop conn reply answer upstream proxy proxy_main
+           loop conn reply answer upstream attempt proxy proxy_main
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint
 
