@@ -3,6 +3,7 @@
 through a real lighttpd. Ends with the line "N passed, M failed"."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def run_e2e(server_name):
     import test_resilience  # noqa: F401
     import test_cgi  # noqa: F401
     import test_hosted  # noqa: F401
+    import test_peers  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name
@@ -166,6 +168,9 @@ def run_e2e(server_name):
     finally:
         srv.stop()
         up.stop()
+    bad = up.violations()
+    report(not bad, "%s: every upstream request was well-formed HTTP (strict parser)" % tag,
+           json.dumps(bad[:5], indent=1)[-3000:])
     reports = srv.sanitizer_reports()
     report(not reports, "%s: no sanitizer reports from the programs" % tag,
            "\n".join(reports)[-5000:])

@@ -25,11 +25,23 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   bigevent=N  the first SSE event carries N bytes of content
   bytewise=1  stream every byte in a chunk of its own
 
-GET /_log returns every request received (method, path, headers, body);
-POST /_reset clears it and the failn counters.
+  trailer=1   a chunked answer (streamed or not) that ends with a trailer field
+  reset=1     read the request, then close the connection without answering
+
+The request head is parsed strictly, as production servers and CDNs do
+(RFC 9110/9112): CRLF line ends, header names that are tokens with no space
+before the colon, values without control characters, no obs-fold, one Host,
+a numeric Content-Length, and, stricter than most, no header name twice. A
+request that breaks a rule gets 400 and is logged with its "violation".
+
+GET /_log returns every request received (method, path, headers, raw_headers,
+body, violation); POST /_reset clears it and the failn counters.
 """
 
+import email.parser
+import email.policy
 import json
+import re
 import socket
 import threading
 import time
@@ -42,10 +54,13 @@ class State:
         self.lock = threading.Lock()
         self.log = []
         self.counts = {}
+        self.violations = []  # kept across resets
 
     def record(self, entry):
         with self.lock:
             self.log.append(entry)
+            if entry.get("violation"):
+                self.violations.append(entry)
 
     def bump(self, spec):
         with self.lock:
@@ -63,9 +78,92 @@ def parse_spec(seg):
     return spec
 
 
+TCHAR = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def strict_head(request_line, lines):
+    """Checks a request head; returns (violation or None, [(name, value)])."""
+    if not request_line.endswith(b"\r\n"):
+        return "request line does not end in CRLF", []
+    parts = request_line[:-2].split(b" ")
+    if len(parts) != 3 or not TCHAR.match(parts[0]) or parts[2] != b"HTTP/1.1":
+        return "malformed request line %r" % request_line, []
+    fields = []
+    for raw in lines:
+        if not raw.endswith(b"\r\n"):
+            return "header line does not end in CRLF: %r" % raw, fields
+        line = raw[:-2]
+        if line[:1] in (b" ", b"\t"):
+            return "obsolete line folding: %r" % raw, fields
+        if b":" not in line:
+            return "header line without a colon: %r" % raw, fields
+        name, value = line.split(b":", 1)
+        if not TCHAR.match(name):
+            return "header name is not a token: %r" % name, fields
+        value = value.strip(b" \t")
+        if not FIELD_VALUE.match(value):
+            return "control character in the value of %r" % name, fields
+        fields.append((name.decode("latin-1"), value.decode("latin-1")))
+    names = [n.lower() for n, _ in fields]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        return "header sent twice: %s" % ", ".join(dups), fields
+    if names.count("host") != 1:
+        return "no Host header", fields
+    cl = [v for n, v in fields if n.lower() == "content-length"]
+    if cl and not cl[0].isdigit():
+        return "Content-Length is not a number: %r" % cl[0], fields
+    if cl and "transfer-encoding" in names:
+        return "both Content-Length and Transfer-Encoding", fields
+    return None, fields
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-upstream/1"
+
+    def parse_request(self):
+        """A strict parser in place of http.server's lenient one."""
+        self.command, self.path, self.request_version = None, None, "HTTP/1.1"
+        self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+        self.close_connection = True
+        if self.raw_requestline[:1] == b"\x16":
+            # a TLS handshake (a test's https:// to this plain server), not HTTP
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return False
+        lines = []
+        while self.raw_requestline.endswith(b"\r\n"):
+            raw = self.rfile.readline(65537)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            lines.append(raw)
+            if len(lines) > 200:
+                break
+        violation, fields = strict_head(self.raw_requestline, lines)
+        self.raw_fields = fields
+        parts = self.raw_requestline.decode("latin-1").rstrip("\r\n").split(" ")
+        if len(parts) == 3:
+            self.command, self.path = parts[0], parts[1]
+        self.headers = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            b"".join(lines) + b"\r\n", headersonly=True)
+        if violation is not None:
+            self.server.state.record({"t": time.time(), "method": self.command, "path": self.path,
+                                      "headers": {}, "raw_headers": fields, "body": "",
+                                      "spec": "", "violation": violation})
+            body = json.dumps({"error": {"message": "strict upstream: " + violation,
+                                         "type": "invalid_request_error", "param": None,
+                                         "code": "malformed_request"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            return False
+        conn = self.headers.get("Connection", "").lower()
+        self.close_connection = conn == "close"
+        return True
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -105,6 +203,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _chunked_with_trailer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Trailer", "X-Checksum")
+        self.end_headers()
+        self._chunk(body)
+        self.wfile.write(b"0\r\nX-Checksum: abc\r\n\r\n")
+        self.wfile.flush()
+
     def _chunk(self, data):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
@@ -141,6 +249,7 @@ class Handler(BaseHTTPRequestHandler):
             "method": "POST",
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
+            "raw_headers": self.raw_fields,
             "body": raw.decode("utf-8", "replace"),
             "spec": seg,
         }
@@ -152,6 +261,11 @@ class Handler(BaseHTTPRequestHandler):
             req = {}
         name = spec.get("name", seg)
 
+        if spec.get("reset"):
+            # the request was read; the connection dies before any answer
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if spec.get("hang"):
             self._wait_gone(30)
             entry["ended"] = time.time()
@@ -175,6 +289,9 @@ class Handler(BaseHTTPRequestHandler):
             err = {"error": {"message": "fake %d from %s (key %s)" % (
                 status, name, self.headers.get("Authorization", "")),
                 "type": "fake", "param": None, "code": spec.get("code", "fake_%d" % status)}}
+            if spec.get("trailer"):
+                self._chunked_with_trailer(status, json.dumps(err).encode())
+                return
             self._json(status, err, extra)
             return
         if spec.get("empty"):
@@ -258,6 +375,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             i += 1
         self._chunk(b"data: [DONE]\n\n")
+        if spec.get("trailer"):
+            self.wfile.write(b"0\r\nX-Checksum: abc\r\n\r\n")
+            self.wfile.flush()
+            return
         self._chunk(b"")
 
 
@@ -287,6 +408,11 @@ class FakeUpstream:
     def requests(self):
         with self.state.lock:
             return list(self.state.log)
+
+    def violations(self):
+        """Requests the strict parser refused since the start (none, when llmproxy is right)."""
+        with self.state.lock:
+            return list(self.state.violations)
 
     def reset(self):
         with self.state.lock:

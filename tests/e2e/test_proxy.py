@@ -104,6 +104,11 @@ def body_passes_unchanged_and_headers_filtered():
     assert hd["content-type"] == "application/json", hd
     assert hd["user-agent"] == "OpenAI/Python 1.0", hd
     assert "expect" not in hd, hd
+    # the exact header set, each once, names as sent (a strict server sees this)
+    names = [n for n, _ in got["raw_headers"]]
+    assert sorted(n.lower() for n in names) == sorted(
+        ["host", "accept", "authorization", "content-type", "content-length", "user-agent"]), names
+    assert len(names) == len({n.lower() for n in names}), names
     # answer headers: useful ones through, hop-by-hop and cookies not
     assert r.headers["x-request-id"] == ["up-req-1"], r.headers
     assert r.headers["openai-processing-ms"] == ["7"], r.headers
@@ -111,6 +116,39 @@ def body_passes_unchanged_and_headers_filtered():
     assert "set-cookie" not in r.headers, r.headers
     assert r.headers["content-type"] == ["application/json"], r.headers
     assert "x-llmproxy-request-id" in r.headers
+
+
+@test
+def upstream_headers_exact_for_sdk_requests():
+    """What the OpenAI SDKs send (a Content-Type of their own among it) reaches a strict
+    backend as exactly one of each header, the client's key never."""
+    Env.routing(single("name=sdk", keys=["sk-sdk-upstream-key-1"]))
+    Env.up.reset()
+    sdk = {"Content-Type": "application/json", "Accept": "application/json",
+           "User-Agent": "OpenAI/Python 1.54.0", "X-Stainless-Lang": "python",
+           "X-Stainless-Package-Version": "1.54.0", "OpenAI-Beta": "assistants=v2",
+           "Authorization": "Bearer sk-client-key-never-forwarded", "X-Title": "my app",
+           "HTTP-Referer": "https://example.org/"}
+    for stream in (False, True):
+        r = chat(Env.port(), "m", stream=stream, headers=sdk)
+        assert r.status == 200, (stream, r.status, r.body[:300])
+    for e in requests_for("name=sdk"):
+        fields = e["raw_headers"]
+        names = sorted(n.lower() for n, _ in fields)
+        assert names == sorted(["host", "accept", "authorization", "content-type", "content-length",
+                                "user-agent", "x-stainless-lang", "openai-beta", "x-title",
+                                "http-referer"]), names
+        d = {n.lower(): v for n, v in fields}
+        assert d["authorization"] == "Bearer sk-sdk-upstream-key-1", d
+        assert d["content-type"] == "application/json" and d["accept"] == "application/json", d
+        assert d["x-stainless-lang"] == "python" and d["openai-beta"] == "assistants=v2", d
+    # the body was checked to be JSON: whatever the client labelled it, one JSON label
+    Env.up.reset()
+    r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "m", "messages": []},
+              {"Content-Type": "text/plain"})
+    assert r.status == 200, r.body
+    fields = requests_for("name=sdk")[-1]["raw_headers"]
+    assert [v for n, v in fields if n.lower() == "content-type"] == ["application/json"], fields
 
 
 @test
