@@ -17,7 +17,8 @@ CORE    := buf log config route state request sse http snapshot auth store healt
 PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
            loop conn reply answer upstream attempt proxy proxy_main
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page
-UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint
+UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint \
+           log
 
 REL_DIR := build/release
 SAN_DIR := build/asan

@@ -10,7 +10,6 @@ have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 have_cmd cc || need="$need gcc"
 have_cmd make || need="$need make"
-have_header fcgiapp.h || need="$need libfcgi-dev"
 have_header curl/curl.h || need="$need libcurl4-openssl-dev"
 have_header cjson/cJSON.h || need="$need libcjson-dev"
 have_cmd lighttpd || need="$need lighttpd"
@@ -32,6 +31,9 @@ if [ "$what" = test ]; then
     have_cmd clang-format || need="$need clang-format"
     have_cmd valgrind || need="$need valgrind"
     have_cmd clang || need="$need clang"
+    # clang alone lacks the libFuzzer and sanitizer runtimes
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 ||
+        need="$need libclang-rt-14-dev"
 fi
 if [ "$what" = bench ]; then
     have_cmd wrk || need="$need wrk"

@@ -50,31 +50,65 @@ max_conns=$(( max_fds / 2 ))
 # lighttpd counts the request size cap in KiB; leave room for the JSON framing
 max_kb=$(( max_body / 1024 + 64 ))
 
+# lighttpd splits bin-path at spaces: reach programs in such a path through
+# links in a directory of ours without spaces
+case "$bin$admin_bin" in
+*" "*|*"	"*)
+    links="${TMPDIR:-/tmp}/llmproxy-$(id -u)-$(printf '%s' "$state" | cksum | cut -d' ' -f1)"
+    mkdir -p "$links"
+    chmod 0700 "$links"
+    ln -sf "$bin" "$links/llmproxy.fcgi"
+    ln -sf "$admin_bin" "$links/llmproxy-admin.fcgi"
+    lbin="$links/llmproxy.fcgi"
+    ladmin="$links/llmproxy-admin.fcgi"
+    ;;
+*)
+    lbin="$bin"
+    ladmin="$admin_bin"
+    ;;
+esac
+
 conf="$state/lighttpd.conf"
 sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
-    -e "s|@STATE@|$state|g" -e "s|@BIN@|$bin|g" -e "s|@ADMIN_BIN@|$admin_bin|g" -e "s|@PROCS@|$procs|g" \
+    -e "s|@STATE@|$state|g" -e "s|@BIN@|$lbin|g" -e "s|@ADMIN_BIN@|$ladmin|g" -e "s|@PROCS@|$procs|g" \
     -e "s|@MAX_REQUEST_KB@|$max_kb|g" -e "s|@MAX_FDS@|$max_fds|g" -e "s|@MAX_CONNS@|$max_conns|g" \
     "$root/etc/lighttpd.conf.in" > "$conf.tmp"
 mv "$conf.tmp" "$conf"
 if [ "${LLMPROXY_SERVER:-lighttpd}" = apache ]; then
     # Apache spawns nothing for mod_proxy_fcgi: the programs listen on their
-    # own sockets, children of this script, stopped with it.
-    run="$state/run"
-    mkdir -p "$run" "$state/apache"
-    # Apache's workers (www-data when started as root) reach the sockets;
-    # the state dir stays unlistable and its files 0600.
-    chmod 711 "$state"
-    chmod 755 "$run"
+    # own sockets, children of this script, stopped with it. Apache's workers
+    # must reach the sockets wherever the state dir is (inside /root, or a
+    # 0700 directory): as root they go to /run/llmproxy-<id>, 0750 and the
+    # sockets 0660, both group www-data (nobody else can connect); as anyone
+    # else Apache's workers are that user and the sockets stay in the state dir.
+    mkdir -p "$state/apache"
+    id=$(printf '%s' "$state" | cksum | cut -d' ' -f1)
     user=""
     if [ "$(id -u)" -eq 0 ]; then
         user="User www-data
 Group www-data"
+        run="/run/llmproxy-$id"
+        [ -d /run ] && [ -w /run ] || run="/tmp/llmproxy-$id"
+        mkdir -p "$run"
+        chown root:www-data "$run"
+        chmod 0750 "$run"
+    else
+        run="$state/run"
+        # a unix socket path has at most 107 bytes
+        [ ${#run} -gt 80 ] && run="${TMPDIR:-/tmp}/llmproxy-$(id -u)-$id"
+        mkdir -p "$run"
+        chmod 0700 "$run"
     fi
+    # the front page, where Apache's workers can read it
+    cp "$root/htdocs/index.html" "$run/index.html"
+    chmod 0644 "$run/index.html"
+    [ "$(id -u)" -eq 0 ] && chgrp www-data "$run/index.html"
+    echo "$run" > "$state/apache/run-dir"
     moddir=/usr/lib/apache2/modules
     conf="$state/apache.conf"
     awk -v user="$user" '{ if ($0 == "@USER@") print user; else print }' \
         "$root/etc/apache/llmproxy-standalone.conf.in" |
-    sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
+    sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@RUN@|$run|g" \
         -e "s|@STATE@|$state|g" -e "s|@MODDIR@|$moddir|g" \
         -e "s|@MAX_REQUEST_BYTES@|$((max_kb * 1024))|g" > "$conf.tmp"
     mv "$conf.tmp" "$conf"
@@ -86,6 +120,8 @@ Group www-data"
         # shellcheck disable=SC2086
         [ -n "$pids" ] && kill $pids 2>/dev/null
         wait 2>/dev/null
+        rm -f "$run/llmproxy.sock" "$run/admin.sock" "$run/index.html"
+        [ "$run" != "$state/run" ] && rmdir "$run" 2>/dev/null
         exit 0
     }
     trap stop EXIT INT TERM HUP
@@ -99,7 +135,8 @@ Group www-data"
         [ $i -gt 100 ] && { echo "llmproxy: the programs did not open their sockets" >&2; exit 1; }
         sleep 0.05
     done
-    chmod 666 "$run/llmproxy.sock" "$run/admin.sock"
+    # the programs made them 0660: give them to Apache's group
+    [ "$(id -u)" -eq 0 ] && chgrp www-data "$run/llmproxy.sock" "$run/admin.sock"
     apache=$(command -v apache2 || echo /usr/sbin/apache2)
     "$apache" -t -f "$conf" 2>&1 | grep -v "Syntax OK" >&2 || true
     echo "llmproxy: serving through Apache on http://127.0.0.1:$port (admin page:" \

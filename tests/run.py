@@ -135,6 +135,7 @@ def run_e2e(server_name):
     import test_cgi  # noqa: F401
     import test_hosted  # noqa: F401
     import test_peers  # noqa: F401
+    import test_real_world  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name
@@ -142,7 +143,8 @@ def run_e2e(server_name):
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
     srv = cls(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144",
                                     "LLMPROXY_DEADLINE_MS": "4000",
-                                    "LLMPROXY_MAX_RESPONSE_BYTES": "4194304"})
+                                    "LLMPROXY_MAX_RESPONSE_BYTES": "4194304",
+                                    "LLMPROXY_BODY_TIMEOUT_MS": "2000"})
     try:
         srv.start({})
     except Exception as e:  # noqa: BLE001

@@ -25,6 +25,8 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   bigevent=N  the first SSE event carries N bytes of content
   bytewise=1  stream every byte in a chunk of its own
 
+  fat=KB      each SSE chunk carries KB kilobytes of padding (a fast, large stream)
+  onlymodel=M `status` applies only to requests for model M
   trailer=1   a chunked answer (streamed or not) that ends with a trailer field
   reset=1     read the request, then close the connection without answering
 
@@ -67,6 +69,13 @@ class State:
             n = self.counts.get(spec, 0) + 1
             self.counts[spec] = n
             return n
+
+
+def req_model(raw):
+    try:
+        return json.loads(raw or b"{}").get("model")
+    except (ValueError, AttributeError):
+        return None
 
 
 def parse_spec(seg):
@@ -282,6 +291,8 @@ class Handler(BaseHTTPRequestHandler):
             status = 200
         if "flip" in spec and int(time.time() / float(spec["flip"])) % 2 == 0:
             status = 200
+        if "onlymodel" in spec and req_model(raw) != spec["onlymodel"]:
+            status = 200
         if status != 200:
             extra = {}
             if "ra" in spec:
@@ -352,6 +363,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._chunk(data[i:i + 1])
             self._chunk(b"")
             return
+        pad = "p" * (int(spec["fat"]) * 1024) if "fat" in spec else None
         chunks = int(spec.get("chunks", "3"))
         gap = int(spec.get("gap", "0")) / 1000.0
         drop = int(spec.get("drop", "-1"))
@@ -368,6 +380,8 @@ class Handler(BaseHTTPRequestHandler):
             ev = {"id": "c%d" % i, "object": "chat.completion.chunk", "model": req.get("model"),
                   "backend": name, "i": i, "t": time.time(),
                   "choices": [{"index": 0, "delta": {"content": "tok%d " % i}}]}
+            if pad is not None:
+                ev["pad"] = pad
             try:
                 self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
             except OSError:

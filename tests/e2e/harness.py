@@ -51,6 +51,7 @@ class Lighttpd:
         self.procs = procs
         self.extra_env = env or {}
         self.proc = None
+        self.root = ROOT  # the checkout whose scripts/run.sh starts it
 
     def start(self, models=None):
         if models is not None:
@@ -69,7 +70,7 @@ class Lighttpd:
         })
         env.update(self.extra_env)
         with open(self.errorlog, "ab") as log:
-            self.proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run.sh")], env=env,
+            self.proc = subprocess.Popen([os.path.join(self.root, "scripts", "run.sh")], env=env,
                                          stdout=log, stderr=log, start_new_session=True)
         return self.wait_healthy()
 

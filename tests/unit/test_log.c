@@ -1,0 +1,72 @@
+/* test_log.c - unit tests of log.c: one bounded, clean line per call */
+/* SPDX-License-Identifier: MIT */
+#include "../../fcgi/log.c"
+#include "tap.h"
+
+#include <stdlib.h>
+
+/* Runs fn with stderr going to a pipe; returns what it wrote (free it). */
+static char *capture(void (*fn)(void), size_t *len)
+{
+    int p[2];
+    if (pipe(p) != 0) {
+        return NULL;
+    }
+    int saved = dup(STDERR_FILENO);
+    dup2(p[1], STDERR_FILENO);
+    close(p[1]);
+    fn();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char *out = calloc(1, 65536);
+    ssize_t n = read(p[0], out, 65535);
+    close(p[0]);
+    *len = n > 0 ? (size_t)n : 0;
+    return out;
+}
+
+static void long_line(void)
+{
+    char method[12000];
+    memset(method, 'M', sizeof(method) - 1);
+    method[sizeof(method) - 1] = '\0';
+    /* what log_simple did: a request line far longer than the buffer */
+    log_linef("req=1-1 %s /health status=405 ms=%.2f", method, 0.5);
+}
+
+static void control_chars(void)
+{
+    log_linef("model=%s", "a\nb\rc\x01"
+                          "d");
+}
+
+static void message(void)
+{
+    char big[6000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    LOG_ERROR("%s", big);
+}
+
+int main(void)
+{
+    size_t n;
+    char *out = capture(long_line, &n);
+    ok(n > 0 && n <= 8192 && out[n - 1] == '\n' && memchr(out, '\n', n) == out + n - 1,
+       "a line longer than 8 KiB is cut to one line of at most 8 KiB (%zu bytes)", n);
+    size_t ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        ms += out[i] == 'M';
+    }
+    ok(ms > 8000 && strstr(out, "llmproxy[") != NULL, "it holds the text, nothing from elsewhere");
+    free(out);
+    out = capture(control_chars, &n);
+    ok(n > 0 && strstr(out, "model=a?b?c?d\n") != NULL, "control characters become '?'");
+    free(out);
+    out = capture(message, &n);
+    ok(n > 0 && n <= 8192 && out[n - 1] == '\n' &&
+           strstr(out, "error tests/unit/test_log.c:") != NULL,
+       "LOG_ERROR with a long message: one line with file and line");
+    free(out);
+    return tap_done();
+}
