@@ -255,6 +255,23 @@ static int get_config(struct admin *a, struct conn *c, const char *name, int sta
     return status;
 }
 
+/* Tells the responders that the file changed (they also watch the file, so
+ * without a state file this only makes them notice sooner). The state is
+ * opened for this alone: a long-lived admin process must not hold it, or a
+ * responder could never make it bigger. */
+static void bump_generation(struct admin *a)
+{
+    char path[4200], err[512];
+    snprintf(path, sizeof(path), "%s/runtime.state", a->dir);
+    struct state *st = state_open(path, 0, err, sizeof(err));
+    if (st == NULL) {
+        LOG_WARN("runtime state unavailable (responders notice the change by the file): %s", err);
+        return;
+    }
+    state_next(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
+    state_close(st);
+}
+
 enum store_status admin_put(struct admin *a, const char *name, const char *body, size_t len,
                             int *created, char *err, size_t errlen)
 {
@@ -281,7 +298,7 @@ enum store_status admin_put(struct admin *a, const char *name, const char *body,
     }
     st = store_update(a->dir, do_post, &pc, err, errlen);
     if (st == STORE_OK) {
-        state_next(a->st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
+        bump_generation(a);
         LOG_INFO("admin: model '%s' %s", name, pc.created ? "added" : "replaced");
         *created = pc.created;
     }
@@ -294,7 +311,7 @@ enum store_status admin_delete(struct admin *a, const char *name, char *err, siz
 {
     enum store_status st = store_update(a->dir, do_delete, (void *)name, err, errlen);
     if (st == STORE_OK) {
-        state_next(a->st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
+        bump_generation(a);
         LOG_INFO("admin: model '%s' deleted", name);
     }
     return st;

@@ -15,7 +15,6 @@ struct state;
 struct admin {
     const char *dir;            /* the state dir */
     char token[AUTH_TOKEN_MAX]; /* the admin token */
-    struct state *st;           /* for the change counter; may be NULL */
 };
 
 /* Answers one request and returns its status:

@@ -193,23 +193,12 @@ int main(int argc, char **argv)
     if (a.dir == NULL || *a.dir == '\0') {
         a.dir = "./var";
     }
-    char path[PATH_MAX];
     char err[1024];
-    snprintf(path, sizeof(path), "%s/runtime.state", a.dir);
-    a.st = state_open(path, 0, err, sizeof(err));
-    if (a.st == NULL) {
-        LOG_WARN("runtime state unavailable (responders notice changes by the file alone): %s",
-                 err);
-        a.st = state_private();
-    }
-
     const char *socket_path = NULL;
     if (argc == 3 && strcmp(argv[1], "--socket") == 0) {
         socket_path = argv[2];
     } else if (argc > 1) {
-        int rc = cli(&a, argc, argv);
-        state_close(a.st);
-        return rc;
+        return cli(&a, argc, argv);
     }
 
     pid_t parent = getppid();
@@ -265,6 +254,5 @@ int main(int argc, char **argv)
     }
     conn_server_free(srv);
     loop_free(l);
-    state_close(a.st);
     return 0;
 }

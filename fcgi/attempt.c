@@ -35,15 +35,45 @@ static void log_skip(struct request_ctx *ctx, const struct config_backend *b, co
 
 /* ---- health ---- */
 
+/* A key's cooldown record; a backend without keys has one for itself, so
+ * its 429 waits out Retry-After like a key's. */
 static uint64_t *key_words(struct request_ctx *ctx, const struct config_backend *b, size_t k)
 {
-    return b->nkeys > 0 ? state_words(ctx->px->sh->st, STATE_NS_KEY, b->base_url, b->keys[k], NULL)
-                        : NULL;
+    return state_words(ctx->px->sh->st, STATE_NS_KEY, b->base_url, b->nkeys > 0 ? b->keys[k] : "",
+                       NULL);
 }
 
 static uint64_t *circuit_words(struct request_ctx *ctx, const struct config_backend *b)
 {
     return state_words(ctx->px->sh->st, STATE_NS_CIRCUIT, ctx->model->name, b->name, b->base_url);
+}
+
+/* Gives back a half-open circuit's trial that no verdict used (the
+ * request moved to another backend, or ended). */
+static void drop_trial(struct request_ctx *ctx)
+{
+    if (ctx->trial_backend != NULL) {
+        uint64_t *cw = circuit_words(ctx, ctx->trial_backend);
+        if (cw != NULL) {
+            health_backend_trial_release(cw);
+        }
+        ctx->trial_backend = NULL;
+    }
+}
+
+/* The request leaves its current backend. */
+static void next_backend(struct request_ctx *ctx)
+{
+    drop_trial(ctx);
+    ctx->oi++;
+    ctx->key_tries = 0;
+}
+
+void attempt_end(struct request_ctx *ctx)
+{
+    if (ctx->model != NULL) {
+        drop_trial(ctx);
+    }
 }
 
 static void note_rate_limit(struct request_ctx *ctx, long seconds)
@@ -69,13 +99,17 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         if (cw != NULL) {
             health_backend_ok(cw);
         }
+        ctx->trial_backend = NULL; /* decided */
         if (kw != NULL && ctx->fallback) {
             health_key_clear(kw);
         }
         break;
     case PH_BACKEND_FAILED:
         if (cw != NULL) {
-            health_backend_failed(cw, now, ctx->trial);
+            health_backend_failed(cw, now, ctx->trial_backend == b);
+        }
+        if (ctx->trial_backend == b) {
+            ctx->trial_backend = NULL; /* decided */
         }
         break;
     case PH_KEY_RATE_LIMITED: {
@@ -83,9 +117,6 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         uint64_t ms = health_429_ms(ctx->retry_after, rnd >> 33);
         if (kw != NULL) {
             health_key_cool(kw, now, ms, HEALTH_RATE_LIMITED);
-        } else if (cw != NULL) {
-            /* a backend without keys is rate limited as a whole */
-            health_backend_failed(cw, now, ctx->trial);
         }
         return ms;
     }
@@ -141,8 +172,13 @@ static void end_with_error(struct request_ctx *ctx, enum policy_outcome o)
     const struct policy_rule *r = policy_rule(o);
     proxy_log_attempt(ctx, r->name);
     apply_health(ctx, o);
+    if (r->action == PA_END_ERROR && !ctx->event_stream) {
+        /* a plain body cannot carry an error: the connection is cut, so the
+         * client sees a broken answer rather than a short one that looks whole */
+        ctx->cut = 1;
+    }
     if (r->action != PA_END_ERROR || !ctx->event_stream || ctx->gone) {
-        return; /* a plain body just ends short; the client sees the cut */
+        return;
     }
     struct buf b;
     buf_init(&b, 4096);
@@ -226,8 +262,7 @@ static void attempt_failed(struct request_ctx *ctx, enum policy_outcome o, const
     proxy_log_attempt(ctx, label != NULL ? label : r->name);
     ctx->at = AT_NONE;
     if (r->action != PA_NEXT_KEY) {
-        ctx->oi++;
-        ctx->key_tries = 0;
+        next_backend(ctx);
     }
     attempt_start(ctx);
 }
@@ -252,8 +287,10 @@ static void on_header(void *ud, const char *line, size_t len)
     if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
         ctx->event_stream = vlen >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
         ctx->html = vlen >= 9 && strncasecmp(v, "text/html", 9) == 0;
-    }
-    if (http_forward_header(line, nlen) && !http_has_header(&ctx->resp_hdrs, line, nlen)) {
+    } /* the line and its CRLF go in together or not at all: a lone CRLF
+       * would end the header block early */
+    if (http_forward_header(line, nlen) && !http_has_header(&ctx->resp_hdrs, line, nlen) &&
+        buf_reserve(&ctx->resp_hdrs, len + 2) != NULL) {
         buf_append(&ctx->resp_hdrs, line, len);
         buf_append_str(&ctx->resp_hdrs, "\r\n");
     }
@@ -431,12 +468,11 @@ static void reset_attempt(struct request_ctx *ctx)
 }
 
 /* Sends the request to backend b with key k. 0, or -1 when it could not start. */
-static int launch(struct request_ctx *ctx, const struct config_backend *b, size_t k, int trial)
+static int launch(struct request_ctx *ctx, const struct config_backend *b, size_t k)
 {
     struct proxy *px = ctx->px;
     ctx->backend = b;
     ctx->key_index = k;
-    ctx->trial = trial;
     ctx->attempts++;
     reset_attempt(ctx);
     struct upstream_request rq = {.connect_timeout_ms = px->set->connect_timeout_ms};
@@ -519,16 +555,19 @@ void attempt_start(struct request_ctx *ctx)
             ctx->key_tries = 0;
             continue;
         }
-        bool trial = false;
         if (ctx->key_tries == 0) {
             uint64_t *cw = circuit_words(ctx, b);
+            bool trial = false;
             uint64_t wait = cw != NULL ? health_backend_wait(cw, now_ms, &trial) : 0;
             if (wait > 0) {
                 /* circuit open: the whole backend waits */
                 skip_cooling(ctx, wait, HEALTH_NONE, 0);
                 log_skip(ctx, b, "circuit_open", wait);
-                ctx->oi++;
+                next_backend(ctx);
                 continue;
+            }
+            if (trial) {
+                ctx->trial_backend = b; /* whichever of its keys goes first */
             }
             uint64_t c =
                 b->nkeys > 1 ? state_next(px->sh->st, STATE_NS_ROTATION, m->name, b->name) : 0;
@@ -544,11 +583,10 @@ void attempt_start(struct request_ctx *ctx)
             continue;
         }
         ctx->fallback = 0;
-        if (launch(ctx, b, k, trial) == 0) {
+        if (launch(ctx, b, k) == 0) {
             return;
         }
-        ctx->oi++;
-        ctx->key_tries = 0;
+        next_backend(ctx);
     }
     if (ctx->attempts == 0 && ctx->n_skipped > 0 && !ctx->soonest_tried &&
         now_us() < ctx->deadline_all) {
@@ -556,7 +594,7 @@ void attempt_start(struct request_ctx *ctx)
         ctx->soonest_tried = 1;
         ctx->fallback = 1;
         ctx->oi = ctx->norder; /* nothing after it */
-        if (launch(ctx, &m->backends[ctx->soonest_backend], ctx->soonest_key, 0) == 0) {
+        if (launch(ctx, &m->backends[ctx->soonest_backend], ctx->soonest_key) == 0) {
             return;
         }
     }

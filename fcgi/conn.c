@@ -42,9 +42,11 @@ struct conn {
     struct buf reply; /* protocol answers from the parser */
     struct buf out;   /* the output queue: out.data[head .. len) is unsent */
     size_t head;
-    void *req;          /* the bound request, NULL when none */
-    bool in_request;    /* between BEGIN_REQUEST and the end of its answer */
-    bool gone;          /* writes fail, on_gone was called */
+    void *req;       /* the bound request, NULL when none */
+    bool in_request; /* between BEGIN_REQUEST and the end of its answer */
+    bool gone;       /* writes fail; on_gone is (or was) owed */
+    bool gone_owed;  /* on_gone not yet delivered (it waits for a safe moment) */
+    enum conn_gone gone_why;
     bool io_dead;       /* the fd is closed */
     bool above_high;    /* on_drain is owed */
     bool body_read;     /* CGI: the body is read (or there is none) */
@@ -66,6 +68,7 @@ struct conn_server {
     size_t nconns;
     struct loop_alarm tick;
     int64_t emfile_logged;
+    bool listen_paused; /* out of fds: accepting again at the next tick */
 };
 
 const char *conn_gone_name(enum conn_gone why)
@@ -114,14 +117,19 @@ static void close_io(struct conn *c)
     c->out_fd = -1;
 }
 
+/* The request cannot go on. on_gone is delivered by the tick right after
+ * this turn of the loop, never from inside the call that noticed it (a
+ * conn_write of the handler's own, which then just fails). */
 static void gone(struct conn *c, enum conn_gone why)
 {
     if (c->gone) {
         return;
     }
     c->gone = true;
+    c->gone_why = why;
     if (c->req != NULL) {
-        c->srv->h->on_gone(c->req, why);
+        c->gone_owed = true;
+        c->srv->tick.at = 0; /* due at once */
     }
 }
 
@@ -233,6 +241,9 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
                     return -1;
                 }
                 size_t done = w > 0 ? (size_t)w : 0;
+                if (done > 0) {
+                    c->last_out = now_us();
+                }
                 p = (const char *)p + done;
                 n -= done;
             }
@@ -249,6 +260,9 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
                 return -1;
             }
             size_t done = w > 0 ? (size_t)w : 0;
+            if (done > 0) {
+                c->last_out = now_us();
+            }
             if (done < 8) {
                 if (enqueue(c, hdr + done, 8 - done) != 0 || enqueue(c, p, n) != 0) {
                     return -1;
@@ -306,10 +320,26 @@ void conn_end(struct conn *c)
         if (fcgi_put_end(&c->out, c->ps.req_id, 0) != BUF_OK) {
             overflow(c);
         }
+        fcgi_parser_answered(&c->ps);
     }
     c->in_request = false;
     c->last_in = now_us();
     try_send(c);
+    c->depth++;
+    maybe_finish(c);
+    c->depth--;
+    if (c->release && c->depth == 0) {
+        conn_free(c);
+    }
+}
+
+void conn_abort(struct conn *c)
+{
+    c->req = NULL;
+    c->in_request = false;
+    if (!c->cgi) {
+        close_io(c); /* no END_REQUEST: the web server must not take it for whole */
+    }
     c->depth++;
     maybe_finish(c);
     c->depth--;
@@ -378,7 +408,9 @@ static void feed(struct conn *c, const char *p, size_t n)
             c->gone = false;
             break;
         case FCGI_EV_PARAMS:
-            s->h->on_request(s->app, c);
+            if (c->in_request) { /* else aborted and answered already */
+                s->h->on_request(s->app, c);
+            }
             break;
         case FCGI_EV_STDIN:
             if (c->req != NULL) {
@@ -392,7 +424,11 @@ static void feed(struct conn *c, const char *p, size_t n)
             maybe_finish(c);
             break;
         case FCGI_EV_ABORT:
-            gone(c, CONN_ABORTED);
+            if (c->req != NULL) {
+                gone(c, CONN_ABORTED); /* its handler ends it */
+            } else if (c->in_request) {
+                conn_end(c); /* aborted before it began: END_REQUEST now */
+            }
             break;
         case FCGI_EV_ERROR:
             LOG_WARN("FastCGI protocol error from the web server: %s", c->ps.error);
@@ -503,13 +539,19 @@ static void on_listen(void *ud, uint32_t events)
                     LOG_ERROR("cannot accept connections: %s (raise the fd limit)",
                               strerror(errno));
                     s->emfile_logged = now;
-                }
-                /* stop listening until the next tick instead of spinning */
-                loop_mod(s->loop, s->listen_h, 0);
+                } /* stop listening until the next tick instead of spinning
+                   * (an EPOLLEXCLUSIVE watch cannot be modified: removed) */
+                loop_del(s->loop, s->listen_h);
+                s->listen_h = NULL;
+                s->listen_paused = true;
                 arm_tick(s);
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                /* EINVAL: the socket was shut down (we are stopping) */
+            } else if (errno == EINVAL) {
+                /* the socket was shut down: nothing more comes */
                 conn_server_stop_accepting(s);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* network errors passed on by accept (EPROTO, ENETDOWN...) are
+                 * about that one connection: go on */
+                continue;
             }
             return;
         }
@@ -524,13 +566,20 @@ static void on_listen(void *ud, uint32_t events)
 static void on_tick(void *ud, int64_t now)
 {
     struct conn_server *s = ud;
-    if (s->listen_h != NULL && loop_events(s->listen_h) == 0) {
-        loop_mod(s->loop, s->listen_h, EPOLLIN);
+    if (s->listen_paused) {
+        s->listen_paused = false;
+        s->listen_h = loop_add(s->loop, s->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, on_listen, s);
     }
     struct conn *c = s->conns;
     while (c != NULL) {
         struct conn *next = c->next;
         c->depth++;
+        if (c->gone_owed) {
+            c->gone_owed = false;
+            if (c->req != NULL) {
+                s->h->on_gone(c->req, c->gone_why);
+            }
+        }
         if (!c->io_dead && conn_pending(c) > 0 && now - c->last_out > s->set.stall_ms * 1000) {
             gone(c, CONN_STALLED);
             close_io(c);
@@ -550,7 +599,7 @@ static void on_tick(void *ud, int64_t now)
         }
         c = next;
     }
-    if (s->nconns > 0 || (s->listen_h != NULL && loop_events(s->listen_h) == 0)) {
+    if (s->nconns > 0 || s->listen_paused) {
         s->tick.at = now + TICK_US;
     }
 }
@@ -626,6 +675,7 @@ void conn_server_stop_accepting(struct conn_server *s)
 {
     loop_del(s->loop, s->listen_h);
     s->listen_h = NULL;
+    s->listen_paused = false;
 }
 
 void conn_server_close_idle(struct conn_server *s)
@@ -737,6 +787,12 @@ static void on_out(void *ud, uint32_t events)
     }
 }
 
+static bool pollable(int fd)
+{
+    struct stat sb;
+    return fstat(fd, &sb) == 0 && (S_ISFIFO(sb.st_mode) || S_ISSOCK(sb.st_mode));
+}
+
 static void set_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -753,11 +809,13 @@ struct conn_server *conn_server_cgi(struct loop *l, const struct conn_handler *h
     long long cl = conn_content_length(c);
     c->cgi_left = cl > 0 ? cl : 0;
     c->body_read = c->cgi_left == 0;
-    c->in_request = true;
-    set_nonblock(STDOUT_FILENO);
-    c->out_h =
-        loop_add(l, STDOUT_FILENO, 0, on_out, c); /* a file: not pollable, writes do not block */
-    if (!c->body_read) {
+    c->in_request = true; /* a file (lighttpd may hand over the body in a temp file) or a device is
+                           * not pollable and never blocks: read and write it directly */
+    if (pollable(STDOUT_FILENO)) {
+        set_nonblock(STDOUT_FILENO);
+        c->out_h = loop_add(l, STDOUT_FILENO, 0, on_out, c);
+    } /* a file: not pollable, writes do not block */
+    if (!c->body_read && pollable(STDIN_FILENO)) {
         set_nonblock(STDIN_FILENO);
         c->in_h = loop_add(l, STDIN_FILENO, EPOLLIN, on_cgi_in, c);
     }

@@ -34,9 +34,10 @@ struct conn_handler {
     void (*on_body)(void *req, const char *p, size_t n);
     void (*on_body_end)(void *req);
     /* The output queue fell to CONN_LOW_WATER after passing the high mark. */
-    void (*on_drain)(void *req);
-    /* The request cannot go on: end it with conn_end (at once or later);
-     * conn_write fails from now on. */
+    void (*on_drain)(
+        void *req); /* The request cannot go on: end it with conn_end (at once or later);
+                     * conn_write fails from now on. Delivered from the loop, right after
+                     * the turn that noticed it, never from inside conn_write. */
     void (*on_gone)(void *req, enum conn_gone why);
 };
 
@@ -91,5 +92,10 @@ size_t conn_pending(const struct conn *c);
  * it); then the connection closes or, when kept, serves the next request.
  * c must not be used after this; no callback names the request again. */
 void conn_end(struct conn *c);
+
+/* The request is over but its answer broke off: the connection is closed
+ * without END_REQUEST, so the web server cuts the client's connection too
+ * instead of ending a truncated answer cleanly. c must not be used after. */
+void conn_abort(struct conn *c);
 
 #endif

@@ -49,10 +49,16 @@ void fcgi_parser_next(struct fcgi_parser *ps)
     ps->keep_conn = false;
     ps->params_done = false;
     ps->stdin_done = false;
+    ps->answered = false;
     buf_reset(&ps->params);
     free(ps->pv);
     ps->pv = NULL;
     ps->npv = 0;
+}
+
+void fcgi_parser_answered(struct fcgi_parser *ps)
+{
+    ps->answered = true;
 }
 
 static void header(unsigned char h[8], unsigned type, unsigned id, size_t len)
@@ -276,8 +282,10 @@ static enum fcgi_event whole_record(struct fcgi_parser *ps)
         }
         return FCGI_EV_NONE;
     }
-    /* BEGIN_REQUEST */
-    unsigned role = (unsigned)ps->body8[0] << 8 | ps->body8[1];
+    /* BEGIN_REQUEST */ unsigned role = (unsigned)ps->body8[0] << 8 | ps->body8[1];
+    if (ps->req_id != 0 && ps->answered) {
+        fcgi_parser_next(ps); /* the rest of the old body will not come */
+    }
     if (ps->req_id != 0) {
         if (ps->id == ps->req_id) {
             return fail(ps, "BEGIN_REQUEST for a request already open");

@@ -56,6 +56,7 @@ struct fcgi_parser {
     bool keep_conn;
     bool params_done;
     bool stdin_done;
+    bool answered;     /* END_REQUEST sent: a new BEGIN_REQUEST ends this one */
     struct buf params; /* raw PARAMS bytes, then decoded in place */
     struct fcgi_param *pv;
     size_t npv;
@@ -69,6 +70,10 @@ void fcgi_parser_cleanup(struct fcgi_parser *ps);
 /* After a request ended (END_REQUEST sent): ready for the next one on a
  * kept connection. */
 void fcgi_parser_next(struct fcgi_parser *ps);
+/* END_REQUEST of the open request was sent: the web server may now begin
+ * the next request on a kept connection without sending the rest of this
+ * one's body. */
+void fcgi_parser_answered(struct fcgi_parser *ps);
 
 /* Consumes from p[0..n) until one event is complete or the bytes run out.
  * *used is set to the bytes consumed; for FCGI_EV_STDIN, *data and *len

@@ -118,6 +118,11 @@ uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial)
     return HEALTH_TRIAL_MS;
 }
 
+void health_backend_trial_release(uint64_t *w)
+{
+    STORE(&w[TRIAL], 0);
+}
+
 uint64_t health_429_ms(long retry_after_s, uint64_t rnd)
 {
     if (retry_after_s >= 0) {

@@ -50,6 +50,9 @@ void health_backend_ok(uint64_t *w);
  * trial of a half-open circuit (*trial is then true); else the milliseconds
  * until it may. */
 uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial);
+/* The trial ended without a verdict on the backend (the request went
+ * elsewhere or ended): the next caller may take it at once. */
+void health_backend_trial_release(uint64_t *w);
 
 /* Cooldown for a 429: Retry-After seconds (-1: absent) capped, or the
  * default with jitter drawn from rnd. */

@@ -61,8 +61,9 @@ enum policy_outcome policy_transport(enum upstream_result r)
     case UPSTREAM_CONNECT:
     case UPSTREAM_DNS:
     case UPSTREAM_TLS:
-    case UPSTREAM_TIMEOUT:
         return PO_CONNECT;
+    case UPSTREAM_TIMEOUT:
+        return PO_TIMEOUT; /* connecting took too long: a timeout for the verdict (504) */
     case UPSTREAM_NO_RESPONSE:
         return PO_NO_RESPONSE;
     case UPSTREAM_OK:

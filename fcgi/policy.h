@@ -15,12 +15,14 @@ enum policy_outcome {
     PO_KEY_REJECTED, /* 401 403: our key is bad or may not do this */
     PO_RATE_LIMITED, /* 429 */
     PO_NOT_HERE,     /* 404 409: this backend lacks the model or path */
-    PO_SERVER_ERROR, /* 5xx, 408, and 1xx/3xx as a final answer */
-    PO_CONNECT,      /* refused, DNS, TLS, connect timeout: the request never left */
-    PO_NO_RESPONSE,  /* the request left, then no answer (it may have been processed) */
-    PO_TIMEOUT,      /* no first byte within the backend's TimeoutSeconds */
-    PO_ERROR_EVENT,  /* a 2xx stream whose first event is an error */
-    PO_EMPTY,        /* a 2xx with an empty body, or an HTML page */
+    PO_SERVER_ERROR,
+    /* 5xx, 408, and 1xx/3xx as a final answer */ PO_CONNECT, /* refused, DNS, TLS: the request
+                                                                 never left */
+    PO_NO_RESPONSE,
+    /* the request left, then no answer (it may have been processed) */
+    PO_TIMEOUT,     /* no connection, or no first byte, in time */
+    PO_ERROR_EVENT, /* a 2xx stream whose first event is an error */
+    PO_EMPTY,       /* a 2xx with an empty body, or an HTML page */
     /* after the answer was committed */
     PO_BROKEN,      /* the answer broke off */
     PO_IDLE,        /* no chunk within TimeoutSeconds */

@@ -153,12 +153,17 @@ static void do_finish(struct request_ctx *ctx)
         ctx->state = RQ_DONE;
     }
     if (ctx->conn != NULL) {
-        conn_end(ctx->conn);
+        if (ctx->cut) {
+            conn_abort(ctx->conn);
+        } else {
+            conn_end(ctx->conn);
+        }
         ctx->conn = NULL;
     }
     if (ctx->prev != NULL || ctx->next != NULL || px->active == ctx) {
         unlink_active(px, ctx);
     }
+    attempt_end(ctx);
     ctx_free(ctx);
     px->since_trim++;
 }
@@ -166,7 +171,7 @@ static void do_finish(struct request_ctx *ctx)
 /* Ends the request now, or as soon as no caller up the stack holds it. */
 void proxy_finish(struct request_ctx *ctx)
 {
-    if (ctx->busy > 0) {
+    if (ctx->busy > 0 || ctx->in_cb > 0) {
         ctx->finish_pending = 1;
     } else {
         do_finish(ctx);
@@ -466,6 +471,9 @@ static void on_tick(void *ud, int64_t now)
         proxy_leave(ctx);
         ctx = next;
     }
+    if (px->draining && px->srv != NULL && !px->cgi) {
+        conn_server_close_idle(px->srv); /* kept connections that fell idle */
+    }
     size_t open = px->srv != NULL ? conn_server_open(px->srv) : 0;
     int over =
         px->cgi ? px->nactive == 0 && open == 0
@@ -533,8 +541,9 @@ void proxy_drain(void *arg)
     }
     px->draining = 1;
     px->drain_at = now_us() + (int64_t)px->set->drain_ms * 1000;
+    /* new requests go on being accepted, and get 503 at once: refusing
+     * connections would leave those already queued hanging until we exit */
     if (px->srv != NULL && !px->cgi) {
-        conn_server_stop_accepting(px->srv);
         conn_server_close_idle(px->srv);
     }
     if (px->nactive > 0) {
@@ -542,4 +551,12 @@ void proxy_drain(void *arg)
                  px->set->drain_ms);
     }
     px->tick.at = now_us(); /* look at once */
+}
+
+void proxy_drain_now(void *arg)
+{
+    struct proxy *px = arg;
+    proxy_drain(px);
+    px->drain_at = now_us();
+    px->tick.at = now_us();
 }

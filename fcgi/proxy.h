@@ -39,5 +39,7 @@ void proxy_free(struct proxy *px);
  * within drain_ms, end the rest (streams with an error event), then make
  * the loop return. A CGI process's loop returns after its request anyway. */
 void proxy_drain(void *px);
+/* The same with no time left: a second signal. */
+void proxy_drain_now(void *px);
 
 #endif

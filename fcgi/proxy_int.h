@@ -106,8 +106,8 @@ struct request_ctx {
     enum at_state at;
     struct upstream_xfer *xfer;
     const struct config_backend *backend;
-    size_t key_index;
-    int trial;    /* it is the one trial of its backend's half-open circuit */
+    size_t key_index; /* the backend whose half-open circuit gave this request its one trial */
+    const struct config_backend *trial_backend;
     int fallback; /* it is a cooling key tried as a last resort */
     int status;
     enum policy_outcome verdict; /* set when the answer is judged failed */
@@ -116,6 +116,7 @@ struct request_ctx {
     int html;         /* upstream said text/html: a portal or error page, not an API answer */
     int paused;       /* the transfer waits for the client to take what is queued */
     int too_big;
+    int cut; /* a plain answer broke off: cut the connection, no END_REQUEST */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;
@@ -156,5 +157,7 @@ void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, co
 void attempt_start(struct request_ctx *ctx);
 /* The current attempt's deadline, or the drain's end (shutdown). */
 void attempt_expire(struct request_ctx *ctx, int64_t now, int shutdown);
+/* The request ends: gives back what its attempts hold (a circuit's trial). */
+void attempt_end(struct request_ctx *ctx);
 
 #endif

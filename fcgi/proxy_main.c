@@ -24,6 +24,8 @@
 #define MAX_LOOPS 64
 
 struct app {
+    pthread_mutex_t mu; /* guards exiting: the loops are freed once it is set */
+    int exiting;
     int listen_fd;
     size_t nloops;
     struct loop *loops[MAX_LOOPS];
@@ -35,6 +37,15 @@ static void *loop_thread(void *arg)
 {
     loop_run(arg);
     return NULL;
+}
+
+static void post_all(struct app *app, void (*fn)(void *))
+{
+    pthread_mutex_lock(&app->mu);
+    for (size_t i = 0; !app->exiting && i < app->nloops; i++) {
+        loop_post(app->loops[i], fn, app->proxies[i]);
+    }
+    pthread_mutex_unlock(&app->mu);
 }
 
 /* SIGTERM (the web server stopping us, or our parent gone), SIGINT (Ctrl-C
@@ -52,19 +63,16 @@ static void *signal_thread(void *arg)
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {
     }
-    if (app->listen_fd >= 0) {
-        /* connections queued but not accepted are refused, not left hanging */
-        shutdown(app->listen_fd, SHUT_RDWR);
-    }
-    for (size_t i = 0; i < app->nloops; i++) {
-        loop_post(app->loops[i], proxy_drain, app->proxies[i]);
-    }
+    post_all(app, proxy_drain);
     struct timespec wait = {app->drain_ms / 1000 + 3, (app->drain_ms % 1000) * 1000000};
     if (sigtimedwait(&set, NULL, &wait) > 0) {
-        struct timespec grace = {1, 0};
-        sigtimedwait(&set, NULL, &grace); /* a second signal: one more second, then go */
+        /* a second signal: end the drain now (streams get their error
+         * event and every request its log line), then go */
+        post_all(app, proxy_drain_now);
+        struct timespec grace = {2, 0};
+        sigtimedwait(&set, NULL, &grace);
     }
-    _exit(0);
+    _exit(0); /* the drain never ended: do not hang */
     return NULL;
 }
 
@@ -158,7 +166,7 @@ int main(int argc, char **argv)
     struct proxy_settings set;
     proxy_settings_from_env(&set);
     struct proxy_shared *sh = proxy_shared_new(&set, st);
-    struct app app = {.listen_fd = -1, .drain_ms = set.drain_ms};
+    struct app app = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .drain_ms = set.drain_ms};
     bool cgi = socket_path == NULL && !conn_fd0_listens();
     if (!cgi) {
         app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
@@ -201,6 +209,9 @@ int main(int argc, char **argv)
     for (size_t i = 1; i < app.nloops; i++) {
         pthread_join(tids[i], NULL);
     }
+    pthread_mutex_lock(&app.mu);
+    app.exiting = 1;
+    pthread_mutex_unlock(&app.mu);
     for (size_t i = 0; i < app.nloops; i++) {
         proxy_free(app.proxies[i]);
         loop_free(app.loops[i]);

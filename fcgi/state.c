@@ -237,6 +237,11 @@ struct state *state_open(const char *path, size_t min_slots, char *err, size_t e
                 continue; /* open the new one */
             }
             flock(fd, LOCK_SH); /* converted: others may join now */
+            if (!same_file(fd, path)) {
+                /* replaced in the gap of the conversion: use the new one */
+                close(fd);
+                continue;
+            }
         } else {
             /* others use it: join them if it is ours */
             flock(fd, LOCK_SH);

@@ -366,7 +366,11 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* never a proxy from the environment: under CGI a client's "Proxy:"
      * header turns into HTTP_PROXY (httpoxy) */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_PROXY,
+                     ""); /* HTTP/1.1 even to TLS backends: a paused HTTP/2 stream could take up to
+                           * curl's 32 MiB stream window into memory for one slow client, and one
+                           * connection per open stream is what the providers expect anyway */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     if (x->npieces == 1) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body[0].p);

@@ -26,7 +26,8 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   bytewise=1  stream every byte in a chunk of its own
 
   fat=KB      each SSE chunk carries KB kilobytes of padding (a fast, large stream)
-  onlymodel=M `status` applies only to requests for model M
+  onlymodel=M `status` applies only to requests for model M  bighdr=N    the answer carries an x-request-id of N characters
+  cut=1       a plain (non-stream) 200 sent chunked, broken off halfway
   trailer=1   a chunked answer (streamed or not) that ends with a trailer field
   reset=1     read the request, then close the connection without answering
 
@@ -209,6 +210,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Set-Cookie", "upstream=secret")
         for k, v in (extra or {}).items():
             self.send_header(k, v)
+        if "bighdr" in getattr(self, "spec", {}):
+            self.send_header("x-request-id", "r" * int(self.spec["bighdr"]))
         self.end_headers()
         self.wfile.write(body)
 
@@ -253,6 +256,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(n) if n else b""
         seg = self.path.split("/")[1] if self.path.count("/") > 1 else ""
         spec = parse_spec(seg)
+        self.spec = spec
         entry = {
             "t": time.time(),
             "method": "POST",
@@ -324,6 +328,15 @@ class Handler(BaseHTTPRequestHandler):
                 self._stream(spec, req, name)
             finally:
                 entry["ended"] = time.time()
+            return
+        if spec.get("cut"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._chunk(b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"mess')
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         content = "hello from %s" % name
         if "big" in spec:

@@ -291,3 +291,79 @@ def backend_dying_after_the_request_is_not_a_connect_error():
     assert wait_for(lambda: "dies#0:no_response" in log_since(Env.server, mark), 2), \
         log_since(Env.server, mark)[-1000:]
     assert "dies#0:connect_error" not in log_since(Env.server, mark)
+
+
+@test
+def oversized_upstream_header_is_dropped_whole():
+    """A 70 KB header from a backend is left out; the answer stays well-formed."""
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=bighdr+bighdr=70000"))]}})
+    r = chat(Env.port(), "m")
+    assert r.status == 200 and served_by(r) == "bighdr", (r.status, r.body[:300])
+    # (the fake sends its usual x-request-id first: that one, the first, is kept)
+    assert r.headers.get("x-request-id") == ["up-req-1"], r.headers.get("x-request-id", [""])[0][:80]
+    assert "x-llmproxy-request-id" in r.headers and r.json()["backend"] == "bighdr", r.headers
+
+
+@test
+def broken_plain_answer_is_not_passed_off_as_whole():
+    """A non-stream answer that breaks after it began: the client's connection is cut
+    (HTTP/1.1: no final chunk), not ended as if the JSON were complete."""
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cut+cut=1"))]}})
+    s = socket.create_connection(("127.0.0.1", Env.port()), timeout=10)
+    body = b'{"model":"m","messages":[]}'
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert b'"mess' in data and not data.endswith(b"0\r\n\r\n"), data[-200:]
+
+
+@test
+def keyless_backend_429_waits_out_retry_after():
+    """A backend without keys that answers 429 with Retry-After is skipped for that
+    long (not tried again at the next request)."""
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [
+        backend("nokey", U("name=nk+status=429+ra=30"), keys=[]), backend("ok", U("name=nk-ok"))]}})
+    Env.up.reset()
+    for _ in range(4):
+        r = chat(Env.port(), "m")
+        assert r.status == 200 and served_by(r) == "nk-ok", r.body
+    assert len(requests_for("name=nk+")) == 1, len(requests_for("name=nk+"))
+
+
+@test
+def second_signal_ends_the_drain_at_once():
+    """SIGTERM, then SIGTERM again: the open stream ends with the shutdown error
+    event and is logged, and the responder exits within about a second."""
+    srv = Env.server_class(Env.server.binary, procs=1, env={"LLMPROXY_DRAIN_MS": "20000"})
+    srv.start({"long": {"Strategy": "Failover", "Backends": [backend("b", U("name=sig2+chunks=300+gap=100"))]}})
+    try:
+        pid = srv.responder_pids()[0]
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=chat(srv.port, "long", stream=True, timeout=30)))
+        t.start()
+        assert wait_for(lambda: len(requests_for("name=sig2")) == 1, 5)
+        time.sleep(0.3)
+        mark = len(srv.log())
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)
+        t0 = time.time()
+        os.kill(pid, signal.SIGTERM)
+        t.join(10)
+        ev = out["r"].events()
+        assert json.loads(ev[-1])["error"]["code"] == "server_shutting_down", ev[-2:]
+        assert wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
+                        open("/proc/%d/stat" % pid).read().split()[2] == "Z", 5)
+        assert time.time() - t0 < 3, time.time() - t0
+        assert re.search(r"model=long .*b#0:shutdown", log_since(srv, mark)), log_since(srv, mark)[-1500:]
+    finally:
+        srv.stop()

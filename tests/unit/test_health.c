@@ -67,6 +67,11 @@ int main(void)
         health_backend_failed(c, t, t2);
     }
     ok(health_backend_wait(c, t, &t2) == HEALTH_OPEN_CAP_MS, "doubling stops at the cap");
+    t += HEALTH_OPEN_CAP_MS;
+    ok(health_backend_wait(c, t, &trial) == 0 && trial, "half-open again: a trial");
+    health_backend_trial_release(c);
+    ok(health_backend_wait(c, t, &t2) == 0 && t2,
+       "a trial given back without a verdict goes to the next caller at once");
     health_backend_ok(c);
     ok(health_backend_wait(c, t, &trial) == 0 && !trial, "a success closes it");
     health_backend_failed(c, t, false);

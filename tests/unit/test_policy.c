@@ -53,9 +53,10 @@ int main(void)
     }
     ok(policy_transport(UPSTREAM_CONNECT) == PO_CONNECT &&
            policy_transport(UPSTREAM_DNS) == PO_CONNECT &&
-           policy_transport(UPSTREAM_TLS) == PO_CONNECT &&
-           policy_transport(UPSTREAM_TIMEOUT) == PO_CONNECT,
-       "connect, DNS, TLS and connect timeouts: the request never left");
+           policy_transport(UPSTREAM_TLS) == PO_CONNECT,
+       "connect, DNS and TLS errors: the request never left");
+    ok(policy_transport(UPSTREAM_TIMEOUT) == PO_TIMEOUT,
+       "a connect timeout counts as a timeout (504)");
     ok(policy_transport(UPSTREAM_NO_RESPONSE) == PO_NO_RESPONSE,
        "sent, then no answer: not a connect error");
     ok(policy_transport(UPSTREAM_BROKEN) == PO_SERVER_ERROR &&
