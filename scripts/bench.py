@@ -150,6 +150,7 @@ def main():
                     help="held-stream counts; 0 skips that part")
     ap.add_argument("--only-hold", action="store_true")
     ap.add_argument("--only-cgi", action="store_true")
+    ap.add_argument("--only-stream", action="store_true")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -199,51 +200,52 @@ def main():
         if args.only_cgi:
             cgi_rate(up_port, script)
             return
-        variants = {
-            "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
-            "llmproxy": "http://127.0.0.1:%d/v1/chat/completions" % lp_port,
-            "mod_proxy": "http://127.0.0.1:%d/v1/chat/completions" % mp_port,
-        }
-        for url in variants.values():  # warm up connections and caches
-            wrk(url, 32, 1, script)
-        res = {(v, c): [] for v in variants for c in (1, 32)}
-        reuse = {"llmproxy": [0, 0], "mod_proxy": [0, 0]}  # connections opened, requests
-        for r in range(args.rounds):
-            order = list(variants) if r % 2 == 0 else list(reversed(list(variants)))
+        if not args.only_stream:
+            variants = {
+                "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
+                "llmproxy": "http://127.0.0.1:%d/v1/chat/completions" % lp_port,
+                "mod_proxy": "http://127.0.0.1:%d/v1/chat/completions" % mp_port,
+            }
+            for url in variants.values():  # warm up connections and caches
+                wrk(url, 32, 1, script)
+            res = {(v, c): [] for v in variants for c in (1, 32)}
+            reuse = {"llmproxy": [0, 0], "mod_proxy": [0, 0]}  # connections opened, requests
+            for r in range(args.rounds):
+                order = list(variants) if r % 2 == 0 else list(reversed(list(variants)))
+                for c in (1, 32):
+                    for v in order:
+                        before = upstream_stats(up_port)
+                        res[(v, c)].append(wrk(variants[v], c, args.seconds, script))
+                        after = upstream_stats(up_port)
+                        if v in reuse:
+                            reuse[v][0] += after["accepted"] - before["accepted"]
+                            reuse[v][1] += after["requests"] - before["requests"]
+                print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
+
+            def med(v, c, k):
+                return statistics.median(x[k] for x in res[(v, c)])
+
+            print("\nNon-streaming chat completion (%d rounds x %d s, wrk -t1, medians)"
+                  % (args.rounds, args.seconds))
+            print("%-10s %5s %10s %9s %9s %7s" % ("variant", "conns", "req/s", "p50 ms", "p99 ms",
+                                                   "errors"))
             for c in (1, 32):
-                for v in order:
-                    before = upstream_stats(up_port)
-                    res[(v, c)].append(wrk(variants[v], c, args.seconds, script))
-                    after = upstream_stats(up_port)
-                    if v in reuse:
-                        reuse[v][0] += after["accepted"] - before["accepted"]
-                        reuse[v][1] += after["requests"] - before["requests"]
-            print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr)
+                for v in variants:
+                    print("%-10s %5d %10.0f %9.3f %9.3f %7d" % (
+                        v, c, med(v, c, "rps"), med(v, c, "p50"), med(v, c, "p99"),
+                        sum(x["errors"] for x in res[(v, c)])))
+            print("")
+            for c in (1, 32):
+                print("conns %2d: llmproxy/mod_proxy throughput %.2f; added latency over direct "
+                      "p50 %+.3f ms, p99 %+.3f ms; mod_proxy adds p50 %+.3f ms" % (
+                          c, med("llmproxy", c, "rps") / med("mod_proxy", c, "rps"),
+                          med("llmproxy", c, "p50") - med("direct", c, "p50"),
+                          med("llmproxy", c, "p99") - med("direct", c, "p99"),
+                          med("mod_proxy", c, "p50") - med("direct", c, "p50")))
 
-        def med(v, c, k):
-            return statistics.median(x[k] for x in res[(v, c)])
-
-        print("\nNon-streaming chat completion (%d rounds x %d s, wrk -t1, medians)"
-              % (args.rounds, args.seconds))
-        print("%-10s %5s %10s %9s %9s %7s" % ("variant", "conns", "req/s", "p50 ms", "p99 ms",
-                                               "errors"))
-        for c in (1, 32):
-            for v in variants:
-                print("%-10s %5d %10.0f %9.3f %9.3f %7d" % (
-                    v, c, med(v, c, "rps"), med(v, c, "p50"), med(v, c, "p99"),
-                    sum(x["errors"] for x in res[(v, c)])))
-        print("")
-        for c in (1, 32):
-            print("conns %2d: llmproxy/mod_proxy throughput %.2f; added latency over direct "
-                  "p50 %+.3f ms, p99 %+.3f ms; mod_proxy adds p50 %+.3f ms" % (
-                      c, med("llmproxy", c, "rps") / med("mod_proxy", c, "rps"),
-                      med("llmproxy", c, "p50") - med("direct", c, "p50"),
-                      med("llmproxy", c, "p99") - med("direct", c, "p99"),
-                      med("mod_proxy", c, "p50") - med("direct", c, "p50")))
-
-        for v, (conns, reqs) in reuse.items():
-            print("%s opened %d upstream connections for %d requests (%.2f per 1000)" % (
-                v, conns, reqs, 1000.0 * conns / max(reqs, 1)))
+            for v, (conns, reqs) in reuse.items():
+                print("%s opened %d upstream connections for %d requests (%.2f per 1000)" % (
+                    v, conns, reqs, 1000.0 * conns / max(reqs, 1)))
 
         # streaming: alternate direct and proxied requests one by one
         names = ("direct", "llmproxy", "mod_proxy")
@@ -272,6 +274,8 @@ def main():
             pct(ttfb["mod_proxy"], 50) - pct(ttfb["direct"], 50),
             pct(delay["mod_proxy"], 50) - pct(delay["direct"], 50),
             pct(delay["mod_proxy"], 99) - pct(delay["direct"], 99)))
+        if args.only_stream:
+            return
         held_streams(args, lp_port, up_port, state, lp_log, work)
         cgi_rate(up_port, script)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
