@@ -383,7 +383,9 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
     }
     if (!auth_bearer_ok(authz, a->token)) {
         admin_error(c, 401, "authentication_error",
-                    "missing or wrong admin token: send Authorization: Bearer <token>",
+                    "missing or wrong admin token: send Authorization: Bearer <token>. The token "
+                    "is in the file admin.token in the state directory (LLMPROXY_STATE_DIR), "
+                    "unless LLMPROXY_ADMIN_TOKEN sets it",
                     "WWW-Authenticate: Bearer realm=\"llmproxy-admin\"\r\n");
         return 401;
     }

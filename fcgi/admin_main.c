@@ -133,10 +133,8 @@ static void on_request(void *app, struct conn *c)
     buf_init(&r->body, ADMIN_MAX_BODY);
     conn_bind(c, r);
     const char *method = conn_param(c, "REQUEST_METHOD");
-    const char *uri = conn_param(c, "REQUEST_URI");
     snprintf(r->method, sizeof(r->method), "%s", method != NULL ? method : "GET");
-    snprintf(r->path, sizeof(r->path), "%s", uri != NULL ? uri : "");
-    r->path[strcspn(r->path, "?#")] = '\0';
+    conn_path(c, r->path, sizeof(r->path));
     bool need_body;
     int status = admin_route(r->a, c, r->method, r->path, NULL, 0, &need_body);
     if (!need_body) {

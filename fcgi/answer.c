@@ -1,4 +1,4 @@
-/* answer.c - what the responder answers itself: /health, /v1/models; the request path */
+/* answer.c - what the responder answers itself: /health, /v1/models */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "answer.h"
@@ -11,19 +11,6 @@
 
 #include <stdio.h>
 #include <string.h>
-
-void answer_path(const struct conn *c, char *out, size_t n)
-{
-    const char *uri = conn_param(c, "REQUEST_URI");
-    if (uri == NULL || *uri == '\0') {
-        const char *sn = conn_param(c, "SCRIPT_NAME");
-        const char *pi = conn_param(c, "PATH_INFO");
-        snprintf(out, n, "%s%s", sn != NULL ? sn : "", pi != NULL ? pi : "");
-    } else {
-        snprintf(out, n, "%s", uri);
-    }
-    out[strcspn(out, "?#")] = '\0';
-}
 
 /* GET /v1/models (one == NULL) or /v1/models/{one}. */
 static int models(struct conn *c, const char *one)

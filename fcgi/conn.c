@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -311,6 +312,23 @@ long long conn_content_length(const struct conn *c)
 bool conn_is_cgi(const struct conn *c)
 {
     return c->cgi;
+}
+
+void conn_path(const struct conn *c, char *out, size_t n)
+{
+    const char *uri = conn_param(c, "REQUEST_URI");
+    const char *pi = conn_param(c, "PATH_INFO");
+    if (conn_is_cgi(c) && pi != NULL && *pi == '/') {
+        /* CGI behind a rewrite (.htaccess, mod_cgi): the path after the
+         * program is the request's, wherever the site puts llmproxy */
+        snprintf(out, n, "%s", pi);
+    } else if (uri == NULL || *uri == '\0') {
+        const char *sn = conn_param(c, "SCRIPT_NAME");
+        snprintf(out, n, "%s%s", sn != NULL ? sn : "", pi != NULL ? pi : "");
+    } else {
+        snprintf(out, n, "%s", uri);
+    }
+    out[strcspn(out, "?#")] = '\0';
 }
 
 void conn_end(struct conn *c)

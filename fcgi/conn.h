@@ -81,6 +81,10 @@ const char *conn_param(const struct conn *c, const char *name);
 /* The announced body length (CONTENT_LENGTH), -1 when not given. */
 long long conn_content_length(const struct conn *c);
 bool conn_is_cgi(const struct conn *c);
+/* The request's path without query or fragment, cut to n - 1 bytes:
+ * REQUEST_URI (else SCRIPT_NAME + PATH_INFO); under CGI, PATH_INFO when it
+ * is set (the program reached through a rewrite, in any directory). */
+void conn_path(const struct conn *c, char *out, size_t n);
 
 /* Queues answer bytes (framed for FastCGI) and, with flush, starts sending
  * them. 0, or -1 when the request is gone. */

@@ -345,7 +345,7 @@ static void on_request(void *app, struct conn *c)
 
     const char *method = conn_param(c, "REQUEST_METHOD");
     snprintf(ctx->method, sizeof(ctx->method), "%s", method != NULL ? method : "GET");
-    answer_path(c, ctx->path, sizeof(ctx->path));
+    conn_path(c, ctx->path, sizeof(ctx->path));
     ctx->ep = endpoint_find(ctx->path);
     if (ctx->ep == NULL) {
         char msg[700];

@@ -362,7 +362,11 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     }
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, rq->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else /* libcurl before 7.85 (the Debian 11 build of make dist) */
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* never a proxy from the environment: under CGI a client's "Proxy:"
      * header turns into HTTP_PROXY (httpoxy) */

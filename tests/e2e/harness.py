@@ -175,53 +175,88 @@ setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
 
 
 class ApacheHosted(Lighttpd):
-    """Apache running the programs itself: mode "cgi" (mod_cgid, routed by the
-    shared-hosting .htaccess from etc/apache/htaccess) or "fcgid" (mod_fcgid,
-    the same .htaccess routing, FcgidOutputBufferSize 0)."""
+    """Apache running the programs itself, laid out as the README's shared-hosting
+    steps say: a home directory with public_html/ (the shipped .htaccess),
+    public_html/cgi-bin/ (the programs and the shipped cgi-bin .htaccess, which
+    alone makes them CGI programs: the server config sets no handler), and the
+    state dir beside public_html, outside the web root. Apache's workers (and so
+    the programs) run as an unprivileged account user when the tests run as root.
+    mode "cgi" is mod_cgid; "fcgid" is mod_fcgid (server-level settings)."""
 
-    def __init__(self, binary, mode):
+    ACCOUNT = "llmproxyacct"
+
+    def __init__(self, binary, mode, env=None):
         super().__init__(binary, procs=1)
         self.mode = mode
         self.name = "apache-" + mode
+        self.home = tempfile.mkdtemp(prefix="llmproxy-home-")
+        os.chmod(self.home, 0o711)
+        self.state = os.path.join(self.home, "llmproxy-state")
+        os.makedirs(self.state, 0o700)
+        self.routing = os.path.join(self.state, "dynamic_routing.json")
+        self.errorlog = os.path.join(self.home, "error.log")
+        self.www = os.path.join(self.home, "public_html")
+        self.setenv = env or {}
+
+    def account(self):
+        """(uid, gid) the workers run as, creating the account when root."""
+        import pwd
+        if os.getuid() != 0:
+            return os.getuid(), os.getgid()
+        try:
+            pw = pwd.getpwnam(self.ACCOUNT)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", self.ACCOUNT], check=True)
+            pw = pwd.getpwnam(self.ACCOUNT)
+        return pw.pw_uid, pw.pw_gid
 
     def start(self, models=None):
-        import pwd
         import shutil
         if models is not None:
             write_routing(self.routing, models)
-        www = os.path.join(self.state, "www")
-        cgi = os.path.join(www, "cgi-bin")
-        apache_dir = os.path.join(self.state, "apache")
-        os.makedirs(cgi)
-        os.makedirs(os.path.join(apache_dir, "fcgid"))
+        cgi = os.path.join(self.www, "cgi-bin")
+        apache_dir = os.path.join(self.home, "apache")
+        os.makedirs(cgi, exist_ok=True)
+        os.makedirs(os.path.join(apache_dir, "fcgid"), exist_ok=True)
         bindir = os.path.dirname(self.binary)
         for prog in ("llmproxy.fcgi", "llmproxy-admin.fcgi"):
             shutil.copy(os.path.join(bindir, prog), cgi)
-        shutil.copy(os.path.join(ROOT, "htdocs", "admin.html"), www)
+            os.chmod(os.path.join(cgi, prog), 0o755)
         with open(os.path.join(ROOT, "etc", "apache", "htaccess")) as f:
             ht = f.read().replace("/home/you/llmproxy-state", self.state)
-        with open(os.path.join(www, ".htaccess"), "w") as f:
+        for k, v in self.setenv.items():
+            ht += "SetEnv %s %s\n" % (k, v)
+        with open(os.path.join(self.www, ".htaccess"), "w") as f:
             f.write(ht)
-        root = os.getuid() == 0
-        if root:
-            # the programs run as Apache's user: give it the state dir
-            uid, gid = pwd.getpwnam("www-data").pw_uid, pwd.getpwnam("www-data").pw_gid
-            for d, _, files in os.walk(self.state):
-                os.chown(d, uid, gid)
-                for fn in files:
-                    os.chown(os.path.join(d, fn), uid, gid)
+        if self.mode == "cgi":
+            # the shipped cgi-bin/.htaccess alone makes them CGI programs
+            shutil.copy(os.path.join(ROOT, "etc", "apache", "cgi-bin.htaccess"),
+                        os.path.join(cgi, ".htaccess"))
+        uid, gid = self.account()
+        for d, _, files in os.walk(self.home):
+            if d.startswith(apache_dir):
+                continue
+            os.chown(d, uid, gid)
+            for fn in files:
+                os.chown(os.path.join(d, fn), uid, gid)
+        os.chown(self.home, 0, 0) if os.getuid() == 0 else None
         mods = "/usr/lib/apache2/modules"
-        handler = ("AddHandler cgi-script .fcgi\n    Options +ExecCGI" if self.mode == "cgi" else
-                   "SetHandler fcgid-script\n    Options +ExecCGI")
         extra = ("LoadModule cgid_module %s/mod_cgid.so\nScriptSock %s/cgid.sock\n" % (mods, apache_dir)
                  if self.mode == "cgi" else
                  "LoadModule fcgid_module %s/mod_fcgid.so\nFcgidIPCDir %s/fcgid\n"
                  "FcgidProcessTableFile %s/fcgid_shm\nFcgidOutputBufferSize 0\n"
                  "FcgidIOTimeout 600\nFcgidBusyTimeout 3600\nFcgidMaxRequestLen 16842752\n"
-                 "FcgidInitialEnv LLMPROXY_STATE_DIR %s\nFcgidInitialEnv ASAN_OPTIONS "
-                 "detect_leaks=0:log_path=%s/asan\nFcgidPassHeader Authorization\n"
-                 % (mods, apache_dir, apache_dir, self.state, self.state))
-        conf = os.path.join(self.state, "apache-%s.conf" % self.mode)
+                 "FcgidInitialEnv LLMPROXY_STATE_DIR %s\nFcgidPassHeader Authorization\n"
+                 "<Directory \"%s\">\n    SetHandler fcgid-script\n    Options +ExecCGI\n"
+                 "</Directory>\n"
+                 % (mods, apache_dir, apache_dir, self.state, cgi))
+        if self.mode == "fcgid":
+            os.chown(os.path.join(apache_dir, "fcgid"), uid, gid)
+        user = ""
+        if os.getuid() == 0:
+            user = "User %s\nGroup #%d" % (self.ACCOUNT, gid)
+        conf = os.path.join(apache_dir, "apache-%s.conf" % self.mode)
         with open(conf, "w") as f:
             f.write("""ServerRoot "%(apache)s"
 LoadModule mpm_event_module %(mods)s/mod_mpm_event.so
@@ -234,7 +269,7 @@ LoadModule env_module %(mods)s/mod_env.so
 ServerName 127.0.0.1
 Listen 127.0.0.1:%(port)d
 PidFile "%(apache)s/apache.pid"
-Mutex file:%(apache)s default
+Mutex posixsem default
 ErrorLog "/dev/stderr"
 LogLevel warn
 TypesConfig /etc/mime.types
@@ -243,12 +278,8 @@ DocumentRoot "%(www)s"
     AllowOverride All
     Require all granted
 </Directory>
-<Directory "%(cgi)s">
-    %(handler)s
-</Directory>
-""" % {"apache": apache_dir, "mods": mods, "extra": extra, "port": self.port, "www": www,
-       "cgi": cgi, "handler": handler,
-       "user": "User www-data\nGroup www-data" if root else ""})
+""" % {"apache": apache_dir, "mods": mods, "extra": extra, "port": self.port, "www": self.www,
+       "user": user})
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:log_path=" + os.path.join(self.state, "asan"))
         with open(self.errorlog, "ab") as log:
             self.proc = subprocess.Popen(["apache2", "-f", conf, "-DFOREGROUND"], env=env,
@@ -257,10 +288,8 @@ DocumentRoot "%(www)s"
 
     def write_routing(self, models):
         write_routing(self.routing, models)
-        if os.getuid() == 0:
-            import pwd
-            pw = pwd.getpwnam("www-data")
-            os.chown(self.routing, pw.pw_uid, pw.pw_gid)
+        uid, gid = self.account()
+        os.chown(self.routing, uid, gid)
 
 
 class Response:

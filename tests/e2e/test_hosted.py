@@ -4,9 +4,13 @@ routed by the shared-hosting .htaccess (etc/apache/htaccess)."""
 import json
 import os
 import re
+import signal
+import subprocess
+import threading
+import time
 
 from harness import ApacheHosted, backend, chat, fetch, request
-from test_proxy import Env, U, served_by, test
+from test_proxy import Env, U, served_by, test, wait_for
 
 
 def smoke(mode):
@@ -53,3 +57,91 @@ def apache_fcgid_smoke():
 @test(servers=("apache",))
 def apache_cgi_htaccess_smoke():
     smoke("cgi")
+
+
+def hosted(mode="cgi", env=None, models=None):
+    srv = ApacheHosted(Env.server.binary, mode, env=env)
+    srv.start({})
+    srv.write_routing(models or {"m": {"Strategy": "Failover", "Backends": [
+        backend("a", U("name=hosted"))]}})
+    return srv
+
+
+@test(servers=("apache",))
+def cgi_early_answers_survive_unread_bodies():
+    """Under Apache CGI stdin and stdout are one socket: an answer given before the
+    body is read (405, 401, 403, 404) still reaches the client whole, every time."""
+    srv = hosted()
+    try:
+        tok = None
+        r = fetch(srv.port, "GET", "/admin/config", None, {"Authorization": "Bearer x"})
+        assert r.status == 401, r.status  # the admin program made its token
+        tok = open(os.path.join(srv.state, "admin.token")).read().strip()
+        body = json.dumps({"a": "x" * 3000})
+        cases = [
+            ("/health", {}, 405),
+            ("/admin/config/x", {}, 401),
+            ("/admin/config/x", {"Authorization": "Bearer " + tok,
+                                 "Origin": "http://evil.example"}, 403),
+            ("/v1/nothing", {}, 404),
+        ]
+        for i in range(15):
+            for path, hdrs, want in cases:
+                r = fetch(srv.port, "POST", path, body, hdrs, timeout=15)
+                assert r.status == want, (i, path, r.status, r.body[:200])
+                assert "error" in r.json(), (path, r.body[:200])
+        log = srv.log()
+        assert "AH00574" not in log and "reset by peer" not in log, log[-2000:]
+    finally:
+        srv.stop()
+
+
+@test(servers=("apache",))
+def cgi_admin_page_keeps_its_protection():
+    """Through the shipped .htaccess the admin page comes with its CSP and may not be framed."""
+    srv = hosted()
+    try:
+        s, h, b = request(srv.port, "GET", "/admin")
+        assert s == 200 and b"<title>llmproxy admin</title>" in b, s
+        assert "frame-ancestors 'none'" in h["content-security-policy"][0], h
+        assert h["x-frame-options"] == ["DENY"], h
+        assert b"admin.token" in b, "the page tells where the token is"
+    finally:
+        srv.stop()
+
+
+@test(servers=("apache",))
+def cgi_sigterm_drains_the_stream():
+    """SIGTERM to a CGI process serving a stream: the stream ends with the shutdown
+    error event after LLMPROXY_DRAIN_MS, and the request is logged."""
+    srv = hosted(env={"LLMPROXY_DRAIN_MS": "500"}, models={"s": {"Strategy": "Failover", "Backends": [
+        backend("a", U("name=cgi-term+chunks=200+gap=100"))]}})
+    try:
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=chat(srv.port, "s", stream=True, timeout=30)))
+        t.start()
+        pids = []
+        end = time.time() + 5
+        while time.time() < end and not pids:
+            ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+            pids = []
+            for line in ps.splitlines():
+                pid, args = line.split(None, 1)
+                try:  # a CGI program runs in its own directory, here under srv.home
+                    here = os.path.realpath("/proc/%s/cwd" % pid)
+                except OSError:
+                    continue
+                if args.split()[0].endswith("llmproxy.fcgi") and here.startswith(srv.home):
+                    pids.append(int(pid))
+            time.sleep(0.1)
+        assert pids, "no CGI process found"
+        time.sleep(0.5)
+        os.kill(pids[0], signal.SIGTERM)
+        t.join(10)
+        ev = out["r"].events()
+        assert ev and "[DONE]" not in ev, ev[-2:]
+        assert json.loads(ev[-1])["error"]["code"] == "server_shutting_down", ev[-2:]
+        assert wait_for(lambda: re.search(r"model=s .*a#0:shutdown", srv.log()) is not None, 3), \
+            srv.log()[-1500:]
+    finally:
+        srv.stop()
