@@ -35,7 +35,8 @@ VG_BINS   := $(UNITS:%=$(VG_DIR)/test_%)
 export LLMPROXY_PORT ?= 1852
 export LLMPROXY_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: all deps run test unit e2e bench fuzz clean format check-format install uninstall
+.PHONY: all deps run test unit e2e bench fuzz clean format check-format install uninstall \
+        dist dist-test
 
 all: $(PROXY_REL) $(ADMIN_REL)
 
@@ -184,3 +185,17 @@ clean:
 	rm -rf build $(PROXY_REL) $(ADMIN_REL)
 
 -include $(wildcard $(REL_DIR)/*.d $(SAN_DIR)/*.d $(VG_DIR)/*.d)
+
+# `make dist`: the shared-hosting tarball, built inside a Debian 11 chroot
+# (glibc 2.31: it runs on that and anything newer) with cJSON compiled in and
+# libcurl linked dynamically; `make dist-test` unpacks it into fresh Debian 11
+# and 13 chroots that have only apache2 and libcurl4 and checks it there.
+# Both need root (debootstrap, chroot) and a Debian mirror.
+dist: $(GEN_DIR)/admin_page.c
+	@scripts/dist.sh
+
+dist-test:
+	@scripts/dist_test.sh
+
+print-%:
+	@echo $($*)

@@ -112,6 +112,32 @@ def run_install():
     report(p.returncode == 0 and not left, "make uninstall removes every file", str(left))
 
 
+def run_dist():
+    """make dist, then make dist-test: the shared-hosting tarball built on Debian 11 and
+    served from fresh Debian 11 and 13 chroots that have only apache2 and libcurl4."""
+    if os.getuid() != 0:
+        print("skip    dist: needs root (debootstrap, chroot)", flush=True)
+        return
+    t0 = time.time()
+    p = subprocess.run(["make", "-s", "--no-print-directory", "dist"], capture_output=True,
+                       text=True, errors="replace", cwd=ROOT, timeout=900)
+    line = (p.stdout.strip().splitlines() or [""])[-1]
+    report(p.returncode == 0, "dist: make dist (%s)" % line.replace("make dist: ", "")[-120:],
+           (p.stdout + p.stderr)[-3000:])
+    if p.returncode != 0:
+        return
+    p = subprocess.run(["make", "-s", "--no-print-directory", "dist-test"], capture_output=True,
+                       text=True, errors="replace", cwd=ROOT, timeout=1200)
+    seen = 0
+    for l in p.stdout.splitlines():
+        if l.startswith(("PASS ", "FAIL ")):
+            seen += 1
+            report(l.startswith("PASS "), "dist: " + l[5:])
+    if p.returncode != 0 or seen == 0:
+        report(False, "dist: make dist-test exits cleanly (%.0fs)" % (time.time() - t0),
+               (p.stdout + p.stderr)[-3000:])
+
+
 def run_format():
     """The C sources follow .clang-format (STYLE.md: CI checks it)."""
     import shutil
@@ -218,6 +244,8 @@ def main():
         run_fuzz_briefly()
         run_install()
     if not unit_only:
+        if "--no-dist" not in sys.argv and os.environ.get("LLMPROXY_TEST_DIST", "1") != "0":
+            run_dist()
         for server in os.environ.get("E2E_SERVERS", "lighttpd apache").split():
             run_e2e(server)
     print("")

@@ -92,6 +92,22 @@ def cgi_ignores_proxy_header():
 
 
 @test(servers=("lighttpd",))
+def cgi_admin_page_and_api():
+    """The admin program as CGI under lighttpd's mod_cgi: the page, the token made on
+    the first visit, the API."""
+    p = cgi_port()
+    s, h, b = request(p, "GET", "/admin")
+    assert s == 200 and b"<title>llmproxy admin</title>" in b, (s, b[:200])
+    assert h["x-frame-options"] == ["DENY"], h
+    s, _, b = request(p, "GET", "/admin/config", None, {"Authorization": "Bearer nope"})
+    assert s == 401 and b"admin.token" in b, (s, b[:300])
+    tok = open(os.path.join(Cgi.server.state, "admin.token")).read().strip()
+    routing({"cgiadm": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgiadm"))]}})
+    s, _, b = request(p, "GET", "/admin/config", None, {"Authorization": "Bearer " + tok})
+    assert s == 200 and "cgiadm" in json.loads(b)["Models"], (s, b[:300])
+
+
+@test(servers=("lighttpd",))
 def cgi_stop_and_sanitizers():
     if Cgi.server is None:
         return
