@@ -12,12 +12,12 @@ LIBS    := -lcurl -lcjson -lpthread
 ADMIN_LIBS := -lcjson -lpthread
 
 # the pure modules (no sockets, no libcurl): unit tests link them all
-CORE    := buf log config route state request sse http snapshot auth store health fcgi policy \
+CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
            endpoint
 PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
-           loop conn reply answer upstream attempt proxy proxy_main
+           loop conn reply answer upstream attempt proxy proxy_main auth
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page
-UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint \
+UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
            log
 
 REL_DIR := build/release

@@ -15,6 +15,7 @@ struct state;
 struct admin {
     const char *dir;            /* the state dir */
     char token[AUTH_TOKEN_MAX]; /* the admin token */
+    char fatal[8192];           /* why nothing can be served (a CGI run), "" when fine */
 };
 
 /* Answers one request and returns its status:

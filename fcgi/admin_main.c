@@ -135,8 +135,13 @@ static void on_request(void *app, struct conn *c)
     const char *method = conn_param(c, "REQUEST_METHOD");
     snprintf(r->method, sizeof(r->method), "%s", method != NULL ? method : "GET");
     conn_path(c, r->path, sizeof(r->path));
-    bool need_body;
-    int status = admin_route(r->a, c, r->method, r->path, NULL, 0, &need_body);
+    bool need_body = false;
+    int status = 500;
+    if (r->a->fatal[0] != '\0') {
+        reply_error(c, 500, r->a->fatal, "server_error", NULL, "state_dir_unusable", NULL);
+    } else {
+        status = admin_route(r->a, c, r->method, r->path, NULL, 0, &need_body);
+    }
     if (!need_body) {
         req_end(r, status);
         return;
@@ -187,10 +192,9 @@ static const struct conn_handler handler = {on_request, on_body, on_body_end, on
 int main(int argc, char **argv)
 {
     struct admin a = {0};
-    a.dir = getenv("LLMPROXY_STATE_DIR");
-    if (a.dir == NULL || *a.dir == '\0') {
-        a.dir = "./var";
-    }
+    char dirbuf[PATH_MAX];
+    bool cgi = argc == 1 && !conn_fd0_listens() && getenv("GATEWAY_INTERFACE") != NULL;
+    a.dir = state_dir(cgi, dirbuf, sizeof(dirbuf));
     char err[1024];
     const char *socket_path = NULL;
     if (argc == 3 && strcmp(argv[1], "--socket") == 0) {
@@ -199,16 +203,25 @@ int main(int argc, char **argv)
         return cli(&a, argc, argv);
     }
 
-    pid_t parent = getppid();
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) {
-        return 0;
+    if (!cgi) {
+        pid_t parent = getppid();
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) {
+            return 0;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     bool created;
     if (auth_token_load(a.dir, a.token, sizeof(a.token), &created, err, sizeof(err)) != 0) {
         LOG_ERROR("no admin token, refusing to start: %s", err);
-        return 1;
+        if (!cgi) {
+            return 1;
+        }
+        /* a CGI run answers it: a bare 500 tells a shared-hosting user nothing */
+        snprintf(a.fatal, sizeof(a.fatal),
+                 "llmproxy cannot use its state directory '%s': %s. Set LLMPROXY_STATE_DIR "
+                 "in .htaccess, or put the llmproxy-state folder next to public_html.",
+                 a.dir, err);
     }
     if (strlen(a.token) < 16) {
         LOG_WARN("the admin token is shorter than 16 characters: easy to guess");

@@ -55,7 +55,7 @@ static void drop_trial(struct request_ctx *ctx)
     if (ctx->trial_backend != NULL) {
         uint64_t *cw = circuit_words(ctx, ctx->trial_backend);
         if (cw != NULL) {
-            health_backend_trial_release(cw);
+            health_backend_trial_release(cw, ctx->trial_stamp);
         }
         ctx->trial_backend = NULL;
     }
@@ -99,7 +99,9 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         if (cw != NULL) {
             health_backend_ok(cw);
         }
-        ctx->trial_backend = NULL; /* decided */
+        if (ctx->trial_backend == b) {
+            ctx->trial_backend = NULL; /* decided */
+        }
         if (kw != NULL && ctx->fallback) {
             health_key_clear(kw);
         }
@@ -121,6 +123,18 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         return ms;
     }
     case PH_KEY_REJECTED:
+        if (b->nkeys == 0) {
+            /* no key of ours to blame: the backend refuses, as a failure */
+            if (cw != NULL) {
+                health_backend_failed(cw, now, ctx->trial_backend == b);
+            }
+            if (ctx->trial_backend == b) {
+                ctx->trial_backend = NULL;
+            }
+            LOG_WARN("backend '%s' of model '%s' (no API key configured) refused with HTTP %d",
+                     b->name, ctx->model->name, ctx->status);
+            break;
+        }
         if (kw != NULL) {
             health_key_cool(kw, now, HEALTH_REJECTED_MS, HEALTH_REJECTED);
         }
@@ -551,14 +565,15 @@ void attempt_start(struct request_ctx *ctx)
         const struct config_backend *b = &m->backends[ctx->order[ctx->oi]];
         size_t nkeys = b->nkeys ? b->nkeys : 1;
         if (ctx->key_tries >= nkeys) {
-            ctx->oi++;
-            ctx->key_tries = 0;
+            next_backend(ctx);
             continue;
         }
         if (ctx->key_tries == 0) {
             uint64_t *cw = circuit_words(ctx, b);
-            bool trial = false;
-            uint64_t wait = cw != NULL ? health_backend_wait(cw, now_ms, &trial) : 0;
+            uint64_t trial = 0;
+            /* a trial's lease covers its whole wait for a first byte */
+            uint64_t lease = (uint64_t)b->timeout_ms + (uint64_t)px->set->connect_timeout_ms + 5000;
+            uint64_t wait = cw != NULL ? health_backend_wait(cw, now_ms, lease, &trial) : 0;
             if (wait > 0) {
                 /* circuit open: the whole backend waits */
                 skip_cooling(ctx, wait, HEALTH_NONE, 0);
@@ -566,8 +581,9 @@ void attempt_start(struct request_ctx *ctx)
                 next_backend(ctx);
                 continue;
             }
-            if (trial) {
+            if (trial != 0) {
                 ctx->trial_backend = b; /* whichever of its keys goes first */
+                ctx->trial_stamp = trial;
             }
             uint64_t c =
                 b->nkeys > 1 ? state_next(px->sh->st, STATE_NS_ROTATION, m->name, b->name) : 0;

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 static int read_token(const char *path, char *out, size_t n)
@@ -56,17 +55,9 @@ int auth_token_load(const char *state_dir, char *out, size_t n, bool *created, c
         return -1;
     }
     unsigned char raw[AUTH_TOKEN_BYTES];
-    size_t got = 0;
-    while (got < sizeof(raw)) {
-        ssize_t r = getrandom(raw + got, sizeof(raw) - got, 0);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            snprintf(err, errlen, "getrandom: %s", strerror(errno));
-            return -1;
-        }
-        got += (size_t)r;
+    if (random_bytes(raw, sizeof(raw)) != 0) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        return -1;
     }
     char hex[AUTH_TOKEN_BYTES * 2 + 2];
     for (size_t i = 0; i < sizeof(raw); i++) {
@@ -131,4 +122,51 @@ bool auth_cross_site(const char *origin, const char *host, const char *sec_fetch
     }
     h += 3;
     return strcasecmp(h, host) != 0;
+}
+
+static bool loopback_addr(const char *a)
+{
+    if (a == NULL) {
+        return false;
+    }
+    if (strncmp(a, "::ffff:", 7) == 0) {
+        a += 7; /* an IPv4 client on an IPv6 socket */
+    }
+    return strncmp(a, "127.", 4) == 0 || strcmp(a, "::1") == 0;
+}
+
+/* "127.0.0.1", "localhost" or "[::1]", with an optional ":port". */
+static bool loopback_host(const char *h)
+{
+    if (h == NULL) {
+        return false;
+    }
+    static const char *const names[] = {"127.0.0.1", "localhost", "[::1]"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        size_t n = strlen(names[i]);
+        if (strncasecmp(h, names[i], n) != 0) {
+            continue;
+        }
+        const char *rest = h + n;
+        if (*rest == '\0') {
+            return true;
+        }
+        if (*rest != ':' || rest[1] == '\0') {
+            return false;
+        }
+        for (rest++; *rest; rest++) {
+            if (*rest < '0' || *rest > '9') {
+                return false;
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+bool auth_keyless_ok(const char *remote_addr, const char *host, const char *origin,
+                     const char *sec_fetch_site)
+{
+    return loopback_addr(remote_addr) && loopback_host(host) &&
+           !auth_cross_site(origin, host, sec_fetch_site);
 }

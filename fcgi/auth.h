@@ -25,4 +25,11 @@ bool auth_bearer_ok(const char *header, const char *token);
  * differs from Host. Any argument may be NULL (header absent). */
 bool auth_cross_site(const char *origin, const char *host, const char *sec_fetch_site);
 
+/* Whether a request may be served while no client key exists (keyless
+ * mode, like Redis's protected mode): it comes from a loopback address
+ * (remote_addr), names a loopback Host (127.0.0.1, localhost or [::1], any
+ * port) and carries no cross-site browser marks. Any argument may be NULL. */
+bool auth_keyless_ok(const char *remote_addr, const char *host, const char *origin,
+                     const char *sec_fetch_site);
+
 #endif

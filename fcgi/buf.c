@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +79,63 @@ int64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int random_bytes(void *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        long r = syscall(SYS_getrandom, (char *)p + got, n - got, 0);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+const char *state_dir(bool cgi, char *out, size_t n)
+{
+    const char *env = getenv("LLMPROXY_STATE_DIR");
+    if (env != NULL && *env != '\0') {
+        return env;
+    }
+    if (cgi) {
+        /* the program is public_html/cgi-bin/X: the state is ../../llmproxy-state */
+        char exe[4096];
+        ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (k > 0) {
+            exe[k] = '\0';
+            for (int up = 0; up < 3; up++) {
+                char *slash = strrchr(exe, '/');
+                if (slash == NULL) {
+                    break;
+                }
+                *slash = '\0';
+            }
+            snprintf(out, n, "%s/llmproxy-state", exe);
+            if (is_dir(out)) {
+                return out;
+            }
+        }
+        const struct passwd *pw = getpwuid(geteuid());
+        if (pw != NULL && pw->pw_dir != NULL) {
+            snprintf(out, n, "%s/llmproxy-state", pw->pw_dir);
+            if (is_dir(out)) {
+                return out;
+            }
+        }
+    }
+    return "./var";
 }
 
 void buf_init(struct buf *b, size_t cap)

@@ -27,4 +27,15 @@ int hex_digit(char c);
 /* Monotonic clock in microseconds. */
 int64_t now_us(void);
 
+/* n random bytes from the kernel (getrandom by system call: glibc before
+ * 2.25 has no wrapper). 0, or -1 with errno. */
+int random_bytes(void *p, size_t n);
+
+/* The state dir: LLMPROXY_STATE_DIR; else, for a CGI program (cgi true),
+ * the llmproxy-state directory of the shared-hosting layout, next to the web
+ * root that holds cgi-bin/ (suEXEC drops SetEnv's variables), or the
+ * account's home's llmproxy-state, when one exists; else "./var". The
+ * result is in out (n bytes) or a static string. */
+const char *state_dir(bool cgi, char *out, size_t n);
+
 #endif

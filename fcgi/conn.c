@@ -53,9 +53,10 @@ struct conn {
     bool body_read;     /* CGI: the body is read (or there is none) */
     int depth;          /* inside a callback path: do not free */
     bool release;       /* free when depth falls to 0 */
-    long long cgi_left; /* CGI body bytes still to read */
+    long long cgi_left; /* CGI body bytes still to read; CGI_TO_EOF: a chunked body */
     int64_t last_out;   /* output last moved (or became empty) */
     int64_t last_in;    /* input last came, or the request ended */
+    long long unsized;  /* bytes read of a body of unknown length */
 };
 
 struct conn_server {
@@ -314,6 +315,11 @@ bool conn_is_cgi(const struct conn *c)
     return c->cgi;
 }
 
+const char *conn_gone_reason(const struct conn *c)
+{
+    return c->gone ? conn_gone_name(c->gone_why) : NULL;
+}
+
 void conn_path(const struct conn *c, char *out, size_t n)
 {
     const char *uri = conn_param(c, "REQUEST_URI");
@@ -334,6 +340,7 @@ void conn_path(const struct conn *c, char *out, size_t n)
 void conn_end(struct conn *c)
 {
     c->req = NULL;
+    c->gone_owed = false;
     if (!c->io_dead && !c->cgi && c->in_request) {
         if (fcgi_put_end(&c->out, c->ps.req_id, 0) != BUF_OK) {
             overflow(c);
@@ -354,9 +361,19 @@ void conn_end(struct conn *c)
 void conn_abort(struct conn *c)
 {
     c->req = NULL;
+    c->gone_owed = false;
     c->in_request = false;
     if (!c->cgi) {
         close_io(c); /* no END_REQUEST: the web server must not take it for whole */
+    } else if (c->sock) {
+        /* CGI over a socket (mod_cgid): a reset, not an orderly end, so the
+         * web server cannot end the client's answer as if it were whole */
+        struct linger lg = {1, 0};
+        setsockopt(STDOUT_FILENO, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close_io(c);
+        close(STDOUT_FILENO);
+        close(STDIN_FILENO);
+        c->body_read = true;
     }
     c->depth++;
     maybe_finish(c);
@@ -411,7 +428,7 @@ static void feed(struct conn *c, const char *p, size_t n)
 {
     struct conn_server *s = c->srv;
     size_t off = 0;
-    while (off < n && !c->io_dead) {
+    while (off < n && !c->io_dead && !c->release) { /* nothing more once it is let go */
         size_t used;
         const char *d;
         size_t dl;
@@ -424,6 +441,7 @@ static void feed(struct conn *c, const char *p, size_t n)
         case FCGI_EV_BEGIN:
             c->in_request = true;
             c->gone = false;
+            c->gone_owed = false;
             break;
         case FCGI_EV_PARAMS:
             if (c->in_request) { /* else aborted and answered already */
@@ -461,7 +479,7 @@ static void feed(struct conn *c, const char *p, size_t n)
 static void read_fcgi(struct conn *c)
 {
     char buf[65536];
-    for (int round = 0; round < READS_PER_EVENT && !c->io_dead; round++) {
+    for (int round = 0; round < READS_PER_EVENT && !c->io_dead && !c->release; round++) {
         ssize_t n = read(c->in_fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR) {
             continue;
@@ -729,20 +747,38 @@ void conn_server_free(struct conn_server *s)
 
 /* ---- CGI: one request over the process's stdio ---- */
 
+/* A body the client sent chunked comes with no CONTENT_LENGTH: it is read
+ * until stdin ends, and at most this much of it (the handler caps what it
+ * keeps; the rest is read and dropped so the answer is not lost). */
+#define CGI_TO_EOF (-1)
+#define CGI_MAX_UNSIZED ((long long)256 << 20)
+
+static void cgi_body_end(struct conn *c)
+{
+    c->cgi_left = 0;
+    c->body_read = true;
+    loop_del(c->srv->loop, c->in_h);
+    c->in_h = NULL;
+    if (c->req != NULL) {
+        c->srv->h->on_body_end(c->req);
+    }
+}
+
 static void cgi_body(struct conn *c, const char *p, size_t n)
 {
-    c->cgi_left -= (long long)n;
     c->last_in = now_us();
+    if (c->cgi_left != CGI_TO_EOF) {
+        c->cgi_left -= (long long)n;
+    } else if ((c->unsized += (long long)n) > CGI_MAX_UNSIZED) {
+        gone(c, CONN_BROKEN);
+        cgi_body_end(c);
+        return;
+    }
     if (c->req != NULL) {
         c->srv->h->on_body(c->req, p, n);
     }
     if (c->cgi_left == 0) {
-        c->body_read = true;
-        loop_del(c->srv->loop, c->in_h);
-        c->in_h = NULL;
-        if (c->req != NULL) {
-            c->srv->h->on_body_end(c->req);
-        }
+        cgi_body_end(c);
     }
 }
 
@@ -750,13 +786,20 @@ static void cgi_body(struct conn *c, const char *p, size_t n)
 static void read_cgi(struct conn *c)
 {
     char buf[65536];
-    for (int round = 0; round < READS_PER_EVENT && c->cgi_left > 0 && !c->io_dead; round++) {
-        size_t want = c->cgi_left < (long long)sizeof(buf) ? (size_t)c->cgi_left : sizeof(buf);
+    for (int round = 0; round < READS_PER_EVENT && c->cgi_left != 0 && !c->io_dead; round++) {
+        size_t want = c->cgi_left < 0 || c->cgi_left >= (long long)sizeof(buf)
+                          ? sizeof(buf)
+                          : (size_t)c->cgi_left;
         ssize_t n = read(c->in_fd, buf, want);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n == 0 && c->cgi_left == CGI_TO_EOF) {
+            cgi_body_end(c); /* the end of a chunked body */
+            maybe_finish(c);
             return;
         }
         if (n <= 0) {
@@ -825,7 +868,8 @@ struct conn_server *conn_server_cgi(struct loop *l, const struct conn_handler *h
     struct conn_server *s = server_new(l, -1, h, app, set);
     struct conn *c = conn_new(s, STDIN_FILENO, STDOUT_FILENO, true);
     long long cl = conn_content_length(c);
-    c->cgi_left = cl > 0 ? cl : 0;
+    const char *te = conn_param(c, "HTTP_TRANSFER_ENCODING");
+    c->cgi_left = cl > 0 ? cl : cl < 0 && te != NULL && strcasestr(te, "chunked") ? CGI_TO_EOF : 0;
     c->body_read = c->cgi_left == 0;
     c->in_request = true; /* a file (lighttpd may hand over the body in a temp file) or a device is
                            * not pollable and never blocks: read and write it directly */
@@ -842,7 +886,7 @@ struct conn_server *conn_server_cgi(struct loop *l, const struct conn_handler *h
     if (c->body_read && c->req != NULL) {
         h->on_body_end(c->req);
     } else if (!c->body_read && c->in_h == NULL) {
-        while (c->cgi_left > 0 && !c->io_dead) {
+        while (c->cgi_left != 0 && !c->io_dead) {
             read_cgi(c); /* stdin is a file */
         }
     }

@@ -81,6 +81,9 @@ const char *conn_param(const struct conn *c, const char *name);
 /* The announced body length (CONTENT_LENGTH), -1 when not given. */
 long long conn_content_length(const struct conn *c);
 bool conn_is_cgi(const struct conn *c);
+/* Why the request cannot go on (conn_gone_name), NULL while it can. Set at
+ * once when a write fails; on_gone follows from the loop. */
+const char *conn_gone_reason(const struct conn *c);
 /* The request's path without query or fragment, cut to n - 1 bytes:
  * REQUEST_URI (else SCRIPT_NAME + PATH_INFO); under CGI, PATH_INFO when it
  * is set (the program reached through a rewrite, in any directory). */

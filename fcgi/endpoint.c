@@ -8,17 +8,17 @@
 /* Keep in sync with the README's "Endpoints" table. */
 static const struct endpoint table[] = {
     {"/v1/chat/completions", false, EP_ROUTED, "POST", "POST", "/chat/completions", EP_BODY_JSON,
-     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI},
+     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true},
     {"/v1/completions", false, EP_ROUTED, "POST", "POST", "/completions", EP_BODY_JSON,
-     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI},
+     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true},
     {"/v1/embeddings", false, EP_ROUTED, "POST", "POST", "/embeddings", EP_BODY_JSON,
-     EP_STREAM_NONE, EP_ERRORS_OPENAI},
+     EP_STREAM_NONE, EP_ERRORS_OPENAI, true},
     {"/v1/models", false, EP_MODELS, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI},
+     EP_ERRORS_OPENAI, true},
     {"/v1/models/", true, EP_MODELS, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI},
+     EP_ERRORS_OPENAI, true},
     {"/health", false, EP_HEALTH, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI},
+     EP_ERRORS_OPENAI, false},
 };
 
 const struct endpoint *endpoint_find(const char *path)

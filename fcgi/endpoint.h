@@ -37,6 +37,7 @@ struct endpoint {
     enum endpoint_body body;
     enum endpoint_stream stream;
     enum endpoint_errors errors;
+    bool guarded; /* served only to clients with a key (or, while none exists, local ones) */
 };
 
 /* The endpoint of a path (without query), NULL when there is none. */

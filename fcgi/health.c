@@ -93,9 +93,12 @@ void health_backend_ok(uint64_t *w)
     STORE(&w[TRIAL], 0);
 }
 
-uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial)
+uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, uint64_t lease_ms, uint64_t *trial)
 {
-    *trial = false;
+    *trial = 0;
+    if (lease_ms < HEALTH_TRIAL_MS) {
+        lease_ms = HEALTH_TRIAL_MS;
+    }
     uint64_t until = LOAD(&w[OPEN_UNTIL]);
     if (until == 0) {
         return 0; /* closed */
@@ -106,21 +109,22 @@ uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial)
     }
     /* half-open: exactly one caller gets the trial */
     uint64_t t = LOAD(&w[TRIAL]);
-    uint64_t busy = remaining(t, now_ms, HEALTH_TRIAL_MS);
+    uint64_t busy = remaining(t, now_ms, HEALTH_TRIAL_CAP_MS);
     if (busy > 0) {
         return busy;
     }
-    if (__atomic_compare_exchange_n(&w[TRIAL], &t, now_ms + HEALTH_TRIAL_MS, false,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        *trial = true;
+    uint64_t stamp = now_ms + lease_ms;
+    if (__atomic_compare_exchange_n(&w[TRIAL], &t, stamp, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+        *trial = stamp;
         return 0;
     }
     return HEALTH_TRIAL_MS;
 }
 
-void health_backend_trial_release(uint64_t *w)
+void health_backend_trial_release(uint64_t *w, uint64_t stamp)
 {
-    STORE(&w[TRIAL], 0);
+    __atomic_compare_exchange_n(&w[TRIAL], &stamp, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 uint64_t health_429_ms(long retry_after_s, uint64_t rnd)

@@ -24,8 +24,10 @@
 #define HEALTH_THRESHOLD 3
 #define HEALTH_OPEN_BASE_MS 5000
 #define HEALTH_OPEN_CAP_MS (120 * 1000)
-/* While a trial request runs on a half-open circuit, others stay away this long. */
+/* While a trial request runs on a half-open circuit, others stay away for
+ * its lease: at least this long (the caller asks for its own timeout). */
 #define HEALTH_TRIAL_MS 30000
+#define HEALTH_TRIAL_CAP_MS (3600 * 1000)
 
 enum health_reason { HEALTH_NONE = 0, HEALTH_RATE_LIMITED = 429, HEALTH_REJECTED = 401 };
 
@@ -47,12 +49,13 @@ void health_key_clear(uint64_t *w);
 void health_backend_failed(uint64_t *w, uint64_t now_ms, bool trial);
 void health_backend_ok(uint64_t *w);
 /* 0 when the backend may be tried now: closed, or this caller won the one
- * trial of a half-open circuit (*trial is then true); else the milliseconds
- * until it may. */
-uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, bool *trial);
+ * trial of a half-open circuit, leased for lease_ms (*trial is then its
+ * stamp, else 0); otherwise the milliseconds until it may. */
+uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, uint64_t lease_ms, uint64_t *trial);
 /* The trial ended without a verdict on the backend (the request went
- * elsewhere or ended): the next caller may take it at once. */
-void health_backend_trial_release(uint64_t *w);
+ * elsewhere or ended): the next caller may take it at once. Only the
+ * holder's own stamp releases it. */
+void health_backend_trial_release(uint64_t *w, uint64_t stamp);
 
 /* Cooldown for a 429: Retry-After seconds (-1: absent) capped, or the
  * default with jitter drawn from rnd. */

@@ -4,6 +4,7 @@
 #include "proxy.h"
 #include "proxy_int.h"
 #include "answer.h"
+#include "auth.h"
 #include "buf.h"
 #include "conn.h"
 #include "endpoint.h"
@@ -65,6 +66,7 @@ void proxy_settings_from_env(struct proxy_settings *s)
     s->body_timeout_ms = (long)env_size("LLMPROXY_BODY_TIMEOUT_MS", 30000, 100, 3600000);
     s->stall_ms = (long)env_size("LLMPROXY_CLIENT_STALL_MS", 120000, 100, 86400000);
     s->drain_ms = (long)env_size("LLMPROXY_DRAIN_MS", 5000, 0, 3600000);
+    s->keyless_remote = (int)env_size("LLMPROXY_ALLOW_KEYLESS_REMOTE", 0, 0, 1);
 }
 
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st)
@@ -204,7 +206,14 @@ int proxy_client_write(struct request_ctx *ctx, const char *p, size_t n, int flu
         return -1;
     }
     if (conn_write(ctx->conn, p, n, flush) != 0) {
-        return -1; /* on_gone has marked it */
+        /* gone now (on_gone comes later, from the loop): a stop that follows
+         * is the client's doing, not the backend's */
+        ctx->gone = 1;
+        ctx->gone_name = conn_gone_reason(ctx->conn);
+        if (ctx->gone_name == NULL) {
+            ctx->gone_name = "client_gone";
+        }
+        return -1;
     }
     ctx->bytes_out += n;
     return 0;
@@ -319,6 +328,25 @@ static void too_large(struct request_ctx *ctx)
     proxy_answer_error(ctx, 413, msg, "invalid_request_error", NULL, "request_too_large", NULL);
 }
 
+/* Who may use /v1/. While no client key exists (keyless mode) only this
+ * machine: a loopback client naming a loopback Host without cross-site
+ * marks, so neither a remote host nor a web page (DNS rebinding, a form
+ * posting text/plain) can spend the owner's keys. Answers the refusal. */
+static bool client_allowed(struct request_ctx *ctx, struct conn *c)
+{
+    if (ctx->px->set->keyless_remote ||
+        auth_keyless_ok(conn_param(c, "REMOTE_ADDR"), conn_param(c, "HTTP_HOST"),
+                        conn_param(c, "HTTP_ORIGIN"), conn_param(c, "HTTP_SEC_FETCH_SITE"))) {
+        return true;
+    }
+    proxy_answer_error(ctx, 403,
+                       "llmproxy has no client keys yet, so it serves only requests from this "
+                       "machine (a loopback address and Host, not from a web page). On a trusted "
+                       "private network set LLMPROXY_ALLOW_KEYLESS_REMOTE=1.",
+                       "permission_error", NULL, "client_key_required", NULL);
+    return false;
+}
+
 static void on_request(void *app, struct conn *c)
 {
     struct proxy *px = app;
@@ -357,6 +385,8 @@ static void on_request(void *app, struct conn *c)
         snprintf(allow, sizeof(allow), "Allow: %s\r\n", ctx->ep->allow);
         proxy_answer_error(ctx, 405, msg, "invalid_request_error", NULL, "method_not_allowed",
                            allow);
+    } else if (ctx->ep->guarded && !client_allowed(ctx, c)) {
+        /* answered by client_allowed */
     } else if (ctx->ep->kind != EP_ROUTED) {
         ctx->final_status = answer_local(c, ctx->ep, ctx->path);
         proxy_finish(ctx);

@@ -20,6 +20,7 @@ struct proxy_settings {
     long body_timeout_ms;    /* LLMPROXY_BODY_TIMEOUT_MS: the body may pause this long, 30000 */
     long stall_ms;           /* LLMPROXY_CLIENT_STALL_MS: a client that takes nothing, 120000 */
     long drain_ms;           /* LLMPROXY_DRAIN_MS: requests in flight after SIGTERM, 5000 */
+    int keyless_remote;      /* LLMPROXY_ALLOW_KEYLESS_REMOTE=1: keyless mode serves anyone */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);

@@ -108,7 +108,8 @@ struct request_ctx {
     const struct config_backend *backend;
     size_t key_index; /* the backend whose half-open circuit gave this request its one trial */
     const struct config_backend *trial_backend;
-    int fallback; /* it is a cooling key tried as a last resort */
+    uint64_t trial_stamp; /* its lease, which only it may give back */
+    int fallback;         /* it is a cooling key tried as a last resort */
     int status;
     enum policy_outcome verdict; /* set when the answer is judged failed */
     int judged;

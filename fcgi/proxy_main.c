@@ -135,10 +135,16 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    pid_t parent = getppid();
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) {
-        return 0; /* the web server died before we could ask to hear of it */
+    bool cgi = socket_path == NULL && !conn_fd0_listens();
+    if (!cgi) {
+        /* a FastCGI responder ends with the web server that started it; a
+         * CGI program must not: its parent (mod_cgid's daemon) is replaced
+         * at every graceful restart while the request goes on */
+        pid_t parent = getppid();
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) {
+            return 0; /* the web server died before we could ask to hear of it */
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -147,10 +153,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    const char *dir = getenv("LLMPROXY_STATE_DIR");
-    if (dir == NULL || *dir == '\0') {
-        dir = "./var";
-    }
+    char dirbuf[PATH_MAX];
+    const char *dir = state_dir(cgi, dirbuf, sizeof(dirbuf));
     char path[PATH_MAX];
     char err[512];
     snprintf(path, sizeof(path), "%s/dynamic_routing.json", dir);
@@ -165,9 +169,12 @@ int main(int argc, char **argv)
 
     struct proxy_settings set;
     proxy_settings_from_env(&set);
+    const char *drain = getenv("LLMPROXY_DRAIN_MS");
+    if (cgi && (drain == NULL || *drain == '\0')) {
+        set.drain_ms = 2000; /* mod_cgid sends SIGKILL 3 s after SIGTERM */
+    }
     struct proxy_shared *sh = proxy_shared_new(&set, st);
     struct app app = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .drain_ms = set.drain_ms};
-    bool cgi = socket_path == NULL && !conn_fd0_listens();
     if (!cgi) {
         app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
         if (app.listen_fd < 0) {

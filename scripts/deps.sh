@@ -21,6 +21,7 @@ case "$what" in
 test|bench)
     have_cmd python3 || need="$need python3"
     have_cmd curl || need="$need curl"
+    have_cmd ip || need="$need iproute2"
     ;;
 esac
 if [ "$what" = test ]; then

@@ -19,25 +19,33 @@ command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get inst
 mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 
-if [ ! -x "$cache/usr/bin/gcc" ]; then
+if [ ! -f "$cache/.llmproxy-ready" ]; then
     echo "make dist: making a $suite build chroot in $cache (once)" >&2
     rm -rf "$cache"
     debootstrap --variant=minbase "$suite" "$cache" "$mirror" >/dev/null
     cp /etc/resolv.conf "$cache/etc/resolv.conf"
     # the machine's CA bundle, for a mirror behind a TLS proxy
     cp /etc/ssl/certs/ca-certificates.crt "$cache/etc/ssl/certs/" 2>/dev/null || true
+    # the source with Debian's security fixes (bullseye-security carries cJSON's)
     echo "deb-src $mirror $suite main" >> "$cache/etc/apt/sources.list"
+    echo "deb-src ${mirror%/debian}/debian-security $suite-security main" >> "$cache/etc/apt/sources.list"
     chroot "$cache" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends gcc libc6-dev libcurl4-openssl-dev dpkg-dev patch xz-utils >/dev/null'
     # Debian's cJSON source: the upstream tarball and Debian's patches (its
     # security fixes). Some mirrors lack the .dsc, so apt-get source may fail
     # after fetching both; they are unpacked and patched here by hand.
-    chroot "$cache" sh -c 'mkdir -p /src/cjson && cd /src/cjson && apt-get source -qq --download-only cjson >/dev/null 2>&1;
+    # (the orig tarball is in the main pool only; the newest Debian patches in
+    # the security pool: fetch from both, keep what came)
+    chroot "$cache" sh -c "mkdir -p /src/cjson && cd /src/cjson &&
+        apt-get source -qq --download-only cjson/$suite >/dev/null 2>&1;
+        apt-get source -qq --download-only cjson >/dev/null 2>&1; true"
+    chroot "$cache" sh -c ':
         cd /src/cjson && tar xzf cjson_*.orig.tar.gz && deb=$(ls cjson_*.debian.tar.xz | sort -V | tail -1) &&
         dir=$(ls -d cJSON-*/ | head -1) && tar xJf "$deb" -C "$dir" &&
         cd "$dir" && for p in $(grep -v "^#" debian/patches/series); do patch -s -p1 < "debian/patches/$p"; done'
 fi
-cjson=$(ls -d "$cache"/src/cjson/cJSON-*/ | head -1)
+cjson=$(ls -d "$cache"/src/cjson/cJSON-*/ 2>/dev/null | head -1)
+[ -n "$cjson" ] && touch "$cache/.llmproxy-ready"
 [ -f "$cjson/cJSON.c" ] || { echo "make dist: no cJSON source in $cache/src/cjson" >&2; exit 1; }
 
 work="$cache/build"
@@ -69,6 +77,7 @@ install -m 0755 "$work/llmproxy.fcgi" "$work/llmproxy-admin.fcgi" "$pkg/cgi-bin/
 install -m 0644 "$root/etc/apache/cgi-bin.htaccess" "$pkg/cgi-bin/.htaccess"
 install -m 0644 "$root/etc/apache/htaccess" "$pkg/public_html/.htaccess"
 install -m 0600 "$root/etc/dynamic_routing.default.json" "$pkg/llmproxy-state/dynamic_routing.json"
+install -m 0600 "$root/etc/dist/state.htaccess" "$pkg/llmproxy-state/.htaccess"
 chmod 0700 "$pkg/llmproxy-state"
 sed -e "s/@VERSION@/$version/g" -e "s/@GLIBC@/$floor/g" -e "s/@NEEDED@/$needed/g" \
     "$root/etc/dist/INSTALL.in" > "$pkg/INSTALL"

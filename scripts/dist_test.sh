@@ -17,26 +17,32 @@ mirror=${mirror:-http://deb.debian.org/debian}
 status=0
 for suite in $suites; do
     base="/var/tmp/llmproxy-disttest-$suite"
-    if [ ! -x "$base/usr/sbin/apache2" ]; then
+    if [ ! -f "$base/.llmproxy-ready" ]; then
         echo "dist-test: making a $suite chroot with apache2 and libcurl4 (once)" >&2
         rm -rf "$base"
         debootstrap --variant=minbase "$suite" "$base" "$mirror" >/dev/null
         cp /etc/resolv.conf "$base/etc/resolv.conf"
         chroot "$base" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -qq --no-install-recommends apache2 libcurl4 >/dev/null'
+        touch "$base/.llmproxy-ready"
     fi
     # each run on a copy, so the cached chroot stays fresh
     r=$(mktemp -d "/var/tmp/llmproxy-disttest-run-XXXXXX")
-    cp -a "$base/." "$r/"
-    mount --bind /proc "$r/proc"
-    mount --bind /dev "$r/dev"
     cleanup() {
-        [ -f "$r/run/apache2-test/apache.pid" ] && kill "$(cat "$r/run/apache2-test/apache.pid")" 2>/dev/null
-        sleep 1
-        umount -l "$r/proc" "$r/dev" 2>/dev/null || true
+        set +e
+        if [ -f "$r/run/apache2-test/apache.pid" ]; then
+            kill "$(cat "$r/run/apache2-test/apache.pid")" 2>/dev/null
+            sleep 1
+        fi
+        umount -l "$r/proc" 2>/dev/null
+        umount -l "$r/dev" 2>/dev/null
         rm -rf --one-file-system "$r"
     }
     trap cleanup EXIT
+    trap 'cleanup; exit 1' INT TERM HUP
+    cp -a "$base/." "$r/"
+    mount --bind /proc "$r/proc"
+    mount --bind /dev "$r/dev"
     if chroot "$r" sh -c 'command -v cc gcc >/dev/null'; then
         echo "dist-test: $suite has a compiler: not a fair test" >&2
         exit 1
@@ -52,7 +58,7 @@ for suite in $suites; do
     sed "s|/home/you/llmproxy-state|/home/acct/llmproxy-state|" "$pkg/public_html/.htaccess" \
         > "$home/public_html/.htaccess"
     chroot "$r" chown -R acct:acct /home/acct
-    port=$(( 21000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000 ))
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$r/run/apache2-test"
     cat > "$r/etc/llmproxy-test.conf" <<EOF
 ServerRoot "/etc/apache2"
@@ -87,6 +93,6 @@ EOF
         tail -20 "$r/run/apache2-test/error.log" >&2 || true
     fi
     cleanup
-    trap - EXIT
+    trap - EXIT INT TERM HUP
 done
 exit $status

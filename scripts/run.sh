@@ -1,7 +1,8 @@
 #!/bin/sh
 # Serves llmproxy in the foreground: `make run`.
 #   LLMPROXY_SERVER      lighttpd (default) or apache (mod_proxy_fcgi)
-#   LLMPROXY_PORT        port on 127.0.0.1 (1852)
+#   LLMPROXY_PORT        port (1852)
+#   LLMPROXY_BIND        address to listen on (127.0.0.1; 0.0.0.0 for every one)
 #   LLMPROXY_STATE_DIR   routing file, runtime state, sockets, pid file (./var)
 #   LLMPROXY_PROCS       responder processes (2)
 #   LLMPROXY_BIN         responder program (cgi-bin/llmproxy.fcgi)
@@ -11,6 +12,7 @@
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 port=${LLMPROXY_PORT:-1852}
+bind=${LLMPROXY_BIND:-127.0.0.1}
 state=${LLMPROXY_STATE_DIR:-$root/var}
 procs=${LLMPROXY_PROCS:-2}
 bin=${LLMPROXY_BIN:-$root/cgi-bin/llmproxy.fcgi}
@@ -69,7 +71,7 @@ case "$bin$admin_bin" in
 esac
 
 conf="$state/lighttpd.conf"
-sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
+sed -e "s|@BIND@|$bind|g" -e "s|@PORT@|$port|g" -e "s|@ROOT@|$root|g" \
     -e "s|@STATE@|$state|g" -e "s|@BIN@|$lbin|g" -e "s|@ADMIN_BIN@|$ladmin|g" -e "s|@PROCS@|$procs|g" \
     -e "s|@MAX_REQUEST_KB@|$max_kb|g" -e "s|@MAX_FDS@|$max_fds|g" -e "s|@MAX_CONNS@|$max_conns|g" \
     "$root/etc/lighttpd.conf.in" > "$conf.tmp"
@@ -108,7 +110,7 @@ Group www-data"
     conf="$state/apache.conf"
     awk -v user="$user" '{ if ($0 == "@USER@") print user; else print }' \
         "$root/etc/apache/llmproxy-standalone.conf.in" |
-    sed -e "s|@BIND@|127.0.0.1|g" -e "s|@PORT@|$port|g" -e "s|@RUN@|$run|g" \
+    sed -e "s|@BIND@|$bind|g" -e "s|@PORT@|$port|g" -e "s|@RUN@|$run|g" \
         -e "s|@STATE@|$state|g" -e "s|@MODDIR@|$moddir|g" \
         -e "s|@MAX_REQUEST_BYTES@|$((max_kb * 1024))|g" > "$conf.tmp"
     mv "$conf.tmp" "$conf"
@@ -139,8 +141,8 @@ Group www-data"
     [ "$(id -u)" -eq 0 ] && chgrp www-data "$run/llmproxy.sock" "$run/admin.sock"
     apache=$(command -v apache2 || echo /usr/sbin/apache2)
     "$apache" -t -f "$conf" 2>&1 | grep -v "Syntax OK" >&2 || true
-    echo "llmproxy: serving through Apache on http://127.0.0.1:$port (admin page:" \
-         "http://127.0.0.1:$port/admin; state in $state); Ctrl-C stops" >&2
+    echo "llmproxy: serving through Apache on http://$bind:$port (admin page:" \
+         "http://$bind:$port/admin; state in $state); Ctrl-C stops" >&2
     "$apache" -f "$conf" -DFOREGROUND &
     pids="$pids $!"
     wait $!
@@ -151,6 +153,6 @@ fi
 
 lighttpd=$(command -v lighttpd || echo /usr/sbin/lighttpd)
 "$lighttpd" -tt -f "$conf" >/dev/null
-echo "llmproxy: serving on http://127.0.0.1:$port (admin page: http://127.0.0.1:$port/admin;" \
+echo "llmproxy: serving on http://$bind:$port (admin page: http://$bind:$port/admin;" \
      "state in $state); Ctrl-C stops" >&2
 exec "$lighttpd" -D -f "$conf"

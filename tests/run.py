@@ -4,6 +4,7 @@ through a real lighttpd. Ends with the line "N passed, M failed"."""
 
 import glob
 import json
+import signal
 import os
 import subprocess
 import sys
@@ -119,15 +120,28 @@ def run_dist():
         print("skip    dist: needs root (debootstrap, chroot)", flush=True)
         return
     t0 = time.time()
-    p = subprocess.run(["make", "-s", "--no-print-directory", "dist"], capture_output=True,
-                       text=True, errors="replace", cwd=ROOT, timeout=900)
+    try:
+        p = subprocess.run(["make", "-s", "--no-print-directory", "dist"], capture_output=True,
+                           text=True, errors="replace", cwd=ROOT, timeout=900,
+                           start_new_session=True)
+    except subprocess.TimeoutExpired as e:
+        report(False, "dist: make dist within 15 minutes", str(e)[-2000:])
+        return
     line = (p.stdout.strip().splitlines() or [""])[-1]
     report(p.returncode == 0, "dist: make dist (%s)" % line.replace("make dist: ", "")[-120:],
            (p.stdout + p.stderr)[-3000:])
     if p.returncode != 0:
         return
-    p = subprocess.run(["make", "-s", "--no-print-directory", "dist-test"], capture_output=True,
-                       text=True, errors="replace", cwd=ROOT, timeout=1200)
+    # its own session: a timeout stops the whole of it (the script cleans up on SIGTERM)
+    proc = subprocess.Popen(["make", "-s", "--no-print-directory", "dist-test"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace", cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate()
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     seen = 0
     for l in p.stdout.splitlines():
         if l.startswith(("PASS ", "FAIL ")):
@@ -163,6 +177,7 @@ def run_e2e(server_name):
     import test_peers  # noqa: F401
     import test_real_world  # noqa: F401
     import test_fastcgi  # noqa: F401
+    import test_access  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name

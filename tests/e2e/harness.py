@@ -186,8 +186,9 @@ class ApacheHosted(Lighttpd):
 
     ACCOUNT = "llmproxyacct"
 
-    def __init__(self, binary, mode, env=None):
+    def __init__(self, binary, mode, env=None, state_env=True):
         super().__init__(binary, procs=1)
+        self.state_env = state_env  # False: no SetEnv LLMPROXY_STATE_DIR (as under suEXEC)
         self.mode = mode
         self.name = "apache-" + mode
         self.home = tempfile.mkdtemp(prefix="llmproxy-home-")
@@ -226,6 +227,8 @@ class ApacheHosted(Lighttpd):
             os.chmod(os.path.join(cgi, prog), 0o755)
         with open(os.path.join(ROOT, "etc", "apache", "htaccess")) as f:
             ht = f.read().replace("/home/you/llmproxy-state", self.state)
+        if not self.state_env:
+            ht = "\n".join(l for l in ht.splitlines() if "LLMPROXY_STATE_DIR" not in l) + "\n"
         for k, v in self.setenv.items():
             ht += "SetEnv %s %s\n" % (k, v)
         with open(os.path.join(self.www, ".htaccess"), "w") as f:

@@ -66,7 +66,7 @@ def fastcgi_kept_connections_and_management():
             out, types, end = fc.read_records(s)
             assert b"Healthy" in out and end is not None and end[4] == 0, (out, types)
         # an answer before the body (413: too large): the server moves on without the rest
-        big = {"CONTENT_LENGTH": str(1 << 30)}
+        big = {"CONTENT_LENGTH": str(1 << 30), "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1"}
         s.sendall(fc.begin(1, keep=True) + fc.params(1, {"REQUEST_METHOD": "POST",
                   "REQUEST_URI": "/v1/chat/completions", **big}) + fc.record(fc.STDIN, 1, b"{\"mo"))
         out, types, end = fc.read_records(s)

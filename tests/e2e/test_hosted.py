@@ -59,8 +59,8 @@ def apache_cgi_htaccess_smoke():
     smoke("cgi")
 
 
-def hosted(mode="cgi", env=None, models=None):
-    srv = ApacheHosted(Env.server.binary, mode, env=env)
+def hosted(mode="cgi", env=None, models=None, state_env=True):
+    srv = ApacheHosted(Env.server.binary, mode, env=env, state_env=state_env)
     srv.start({})
     srv.write_routing(models or {"m": {"Strategy": "Failover", "Backends": [
         backend("a", U("name=hosted"))]}})
@@ -143,5 +143,22 @@ def cgi_sigterm_drains_the_stream():
         assert json.loads(ev[-1])["error"]["code"] == "server_shutting_down", ev[-2:]
         assert wait_for(lambda: re.search(r"model=s .*a#0:shutdown", srv.log()) is not None, 3), \
             srv.log()[-1500:]
+    finally:
+        srv.stop()
+
+
+@test(servers=("apache",))
+def cgi_finds_its_state_without_setenv():
+    """suEXEC drops SetEnv's variables: with no LLMPROXY_STATE_DIR at all, the
+    programs find llmproxy-state next to public_html (the INSTALL layout)."""
+    srv = hosted(state_env=False)
+    try:
+        r = chat(srv.port, "m")
+        assert r.status == 200 and served_by(r) == "hosted", (r.status, r.body[:300])
+        r = fetch(srv.port, "GET", "/admin/config", None, {"Authorization": "Bearer x"})
+        assert r.status == 401, r.status
+        tok = open(os.path.join(srv.state, "admin.token")).read().strip()
+        r = fetch(srv.port, "GET", "/admin/config", None, {"Authorization": "Bearer " + tok})
+        assert r.status == 200 and "m" in r.json()["Models"], (r.status, r.body[:300])
     finally:
         srv.stop()

@@ -367,3 +367,27 @@ def second_signal_ends_the_drain_at_once():
         assert re.search(r"model=long .*b#0:shutdown", log_since(srv, mark)), log_since(srv, mark)[-1500:]
     finally:
         srv.stop()
+
+
+@test
+def clients_leaving_mid_stream_are_not_backend_failures():
+    """Clients that reset their connection while a stream flows: each is logged as
+    gone (499), never as a broken backend, and the backend's circuit stays closed."""
+    import struct
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [
+        backend("a", U("name=leaver+endless=1+gap=5")), backend("b", U("name=leaver-b"))]}})
+    mark = len(Env.server.log())
+    for _ in range(12):
+        sock = open_request(Env.port(), "POST", "/v1/chat/completions",
+                            {"model": "m", "stream": True, "messages": []})
+        data = b""
+        while data.count(b"data:") < 3:
+            data += sock.recv(65536)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert wait_for(lambda: log_since(Env.server, mark).count("status=499") == 12, 5), \
+        log_since(Env.server, mark)[-2000:]
+    log = log_since(Env.server, mark)
+    assert ":broken" not in log and "a#0:client_gone" in log, log[-2000:]
+    r = chat(Env.port(), "m")
+    assert served_by(r) == "leaver", "the circuit opened: %s" % r.body[:200]

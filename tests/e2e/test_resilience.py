@@ -214,7 +214,8 @@ def hostile_client_bodies():
         Env.up.reset()
         sock = socket.create_connection(("127.0.0.1", p), timeout=10)
         body = b'{"model":"m"}'
-        head = "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n" % len(body)
+        head = ("POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                "Content-Length: %d\r\n" % len(body))
         if ctype:
             head += "Content-Type: %s\r\n" % ctype
         sock.sendall(head.encode() + b"\r\n" + body)
@@ -230,7 +231,7 @@ def hostile_client_bodies():
     # a Content-Length shorter than the body: the cut body is not JSON
     body = b'{"model":"m","messages":[]}'
     sock = socket.create_connection(("127.0.0.1", p), timeout=10)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 10\r\n\r\n" + body)
     data = sock.recv(65536)
     sock.close()
@@ -239,7 +240,7 @@ def hostile_client_bodies():
         return  # Apache waits for the announced body before it answers (its Timeout)
     # a Content-Length far over the cap is refused before any body is read
     sock = socket.create_connection(("127.0.0.1", p), timeout=10)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 999999999\r\n\r\n{")
     data = sock.recv(65536)
     sock.close()

@@ -48,5 +48,27 @@ int main(void)
     ok(auth_cross_site(NULL, "h:1", "same-site"), "Sec-Fetch-Site same-site");
     ok(auth_cross_site("null", "h:1", NULL), "opaque origin");
     ok(auth_cross_site("http://h:2", "h:1", NULL), "other port");
+
+    ok(auth_keyless_ok("127.0.0.1", "127.0.0.1:1852", NULL, NULL), "keyless: loopback, curl");
+    ok(auth_keyless_ok("::1", "[::1]:1852", NULL, NULL) &&
+           auth_keyless_ok("::ffff:127.0.0.1", "localhost", NULL, NULL) &&
+           auth_keyless_ok("127.8.9.10", "LOCALHOST:80", NULL, NULL),
+       "keyless: IPv6, mapped IPv4, the whole 127/8, any case");
+    ok(auth_keyless_ok("127.0.0.1", "127.0.0.1:1852", "http://127.0.0.1:1852", "same-origin"),
+       "keyless: the same origin from a browser");
+    ok(!auth_keyless_ok("10.0.0.2", "127.0.0.1:1852", NULL, NULL), "keyless: another address");
+    ok(!auth_keyless_ok("127.0.0.1", "evil.example:1852", NULL, NULL),
+       "keyless: a foreign Host (DNS rebinding)");
+    ok(!auth_keyless_ok("127.0.0.1", "127.0.0.1.evil.example", NULL, NULL) &&
+           !auth_keyless_ok("127.0.0.1", "localhost:", NULL, NULL) &&
+           !auth_keyless_ok("127.0.0.1", "localhost:80x", NULL, NULL) &&
+           !auth_keyless_ok("127.0.0.1", NULL, NULL, NULL),
+       "keyless: look-alike, empty port, bad port, no Host");
+    ok(!auth_keyless_ok("127.0.0.1", "127.0.0.1:1852", "http://evil.example", NULL),
+       "keyless: a cross-site Origin");
+    ok(!auth_keyless_ok("127.0.0.1", "127.0.0.1:1852", NULL, "cross-site") &&
+           !auth_keyless_ok("127.0.0.1", "127.0.0.1:1852", NULL, "same-site"),
+       "keyless: Sec-Fetch-Site cross-site or same-site");
+    ok(!auth_keyless_ok(NULL, "127.0.0.1", NULL, NULL), "keyless: no address");
     return tap_done();
 }

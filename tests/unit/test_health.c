@@ -37,47 +37,53 @@ int main(void)
        "absent: default plus jitter (%llu, %llu)", (unsigned long long)lo, (unsigned long long)hi);
 
     uint64_t c[STATE_WORDS] = {0};
-    bool trial;
-    ok(health_backend_wait(c, now, &trial) == 0 && !trial,
+    uint64_t trial;
+    ok(health_backend_wait(c, now, 0, &trial) == 0 && !trial,
        "a closed circuit lets requests through");
     health_backend_failed(c, now, false);
     health_backend_failed(c, now, false);
-    ok(health_backend_wait(c, now, &trial) == 0, "two failures: still closed");
+    ok(health_backend_wait(c, now, 0, &trial) == 0, "two failures: still closed");
     health_backend_failed(c, now, false);
-    ok(health_backend_wait(c, now, &trial) == HEALTH_OPEN_BASE_MS, "three in a row: open");
+    ok(health_backend_wait(c, now, 0, &trial) == HEALTH_OPEN_BASE_MS, "three in a row: open");
     for (int i = 0; i < 20; i++) {
         health_backend_failed(c, now, false); /* requests in flight failing together */
     }
-    ok(health_backend_wait(c, now, &trial) == HEALTH_OPEN_BASE_MS,
+    ok(health_backend_wait(c, now, 0, &trial) == HEALTH_OPEN_BASE_MS,
        "more failures of requests already in flight do not lengthen it");
     uint64_t t1 = now + HEALTH_OPEN_BASE_MS;
-    ok(health_backend_wait(c, t1, &trial) == 0 && trial, "expired: one trial goes through");
-    bool t2;
-    ok(health_backend_wait(c, t1, &t2) > 0 && !t2, "and only one");
+    ok(health_backend_wait(c, t1, 0, &trial) == 0 && trial, "expired: one trial goes through");
+    uint64_t t2;
+    ok(health_backend_wait(c, t1, 0, &t2) > 0 && !t2, "and only one");
     health_backend_failed(c, t1, false);
-    ok(health_backend_wait(c, t1, &t2) > 0 && c[1] <= t1,
+    ok(health_backend_wait(c, t1, 0, &t2) > 0 && c[1] <= t1,
        "a late failure of an older request does not reopen a half-open circuit");
     health_backend_failed(c, t1, true);
-    ok(health_backend_wait(c, t1, &t2) == 2 * HEALTH_OPEN_BASE_MS,
+    ok(health_backend_wait(c, t1, 0, &t2) == 2 * HEALTH_OPEN_BASE_MS,
        "a failed trial opens it for twice as long");
     uint64_t t = t1;
     for (int i = 0; i < 20; i++) {
         t += HEALTH_OPEN_CAP_MS;
-        health_backend_wait(c, t, &t2);
+        health_backend_wait(c, t, 0, &t2);
         health_backend_failed(c, t, t2);
     }
-    ok(health_backend_wait(c, t, &t2) == HEALTH_OPEN_CAP_MS, "doubling stops at the cap");
+    ok(health_backend_wait(c, t, 0, &t2) == HEALTH_OPEN_CAP_MS, "doubling stops at the cap");
     t += HEALTH_OPEN_CAP_MS;
-    ok(health_backend_wait(c, t, &trial) == 0 && trial, "half-open again: a trial");
-    health_backend_trial_release(c);
-    ok(health_backend_wait(c, t, &t2) == 0 && t2,
+    ok(health_backend_wait(c, t, 0, &trial) == 0 && trial, "half-open again: a trial");
+    health_backend_trial_release(c, trial + 1);
+    ok(health_backend_wait(c, t, 0, &t2) > 0 && t2 == 0, "only the holder's stamp gives it back");
+    health_backend_trial_release(c, trial);
+    ok(health_backend_wait(c, t, 0, &t2) == 0 && t2 != 0,
        "a trial given back without a verdict goes to the next caller at once");
+    health_backend_trial_release(c, t2);
+    ok(health_backend_wait(c, t, 100000, &t2) == 0 && t2 == t + 100000 &&
+           health_backend_wait(c, t + 60000, 0, &trial) > 0 && trial == 0,
+       "a trial's lease lasts as long as it asked for (longer than 30 s)");
     health_backend_ok(c);
-    ok(health_backend_wait(c, t, &trial) == 0 && !trial, "a success closes it");
+    ok(health_backend_wait(c, t, 0, &trial) == 0 && !trial, "a success closes it");
     health_backend_failed(c, t, false);
     health_backend_failed(c, t, false);
     health_backend_failed(c, t, false);
-    ok(health_backend_wait(c, t, &trial) == HEALTH_OPEN_BASE_MS,
+    ok(health_backend_wait(c, t, 0, &trial) == HEALTH_OPEN_BASE_MS,
        "after closing, the next opening starts from the base again");
 
     /* shared by processes through the state file */
