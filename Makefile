@@ -8,17 +8,19 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 OPT     := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 SAN     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 DEPFLAGS = -MMD -MP
-LIBS    := -lcurl -lcjson -lpthread
-ADMIN_LIBS := -lcjson -lpthread
+LIBS    := -lcurl -lcjson -lsqlite3 -lpthread -lm
+ADMIN_LIBS := -lcjson -lsqlite3 -lpthread -lm
 
 # the pure modules (no sockets, no libcurl): unit tests link them all
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
+           utctime keys meter limit \
            endpoint
 PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
-           loop conn reply answer upstream attempt proxy proxy_main auth
-ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page
+           loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client
+ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
+           utctime sha256 keys admin_keys admin_usage usage
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log
+           log utctime keys meter limit
 
 REL_DIR := build/release
 SAN_DIR := build/asan
@@ -124,7 +126,8 @@ build/bench/streamload: tests/bench/streamload.c
 build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -Ifcgi -Itests/unit tests/unit/test_snapshot.c fcgi/buf.c fcgi/log.c \
-		fcgi/config.c fcgi/route.c fcgi/state.c -o $@ -lcjson -lpthread
+		fcgi/config.c fcgi/route.c fcgi/state.c fcgi/keys.c fcgi/sha256.c fcgi/utctime.c -o $@ \
+		-lcjson -lpthread -lm
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz_<name>.c over the pure modules
 FUZZERS   := request config retry_after sse fcgi
@@ -133,7 +136,7 @@ FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ifcgi
 FUZZ_SRCS := fcgi/buf.c fcgi/log.c fcgi/config.c fcgi/route.c fcgi/request.c fcgi/sse.c fcgi/http.c \
-             fcgi/fcgi.c
+             fcgi/fcgi.c fcgi/utctime.c
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS)
 	@mkdir -p build/fuzz

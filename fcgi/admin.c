@@ -21,13 +21,12 @@
 #define ADMIN_PREFIX "/admin/config"
 
 /* Admin errors use the same shape as the API's, without param and code. */
-static void admin_error(struct conn *c, int status, const char *type, const char *msg,
-                        const char *extra)
+void admin_error(struct conn *c, int status, const char *type, const char *msg, const char *extra)
 {
     reply_error(c, status, msg, type, NULL, NULL, extra);
 }
 
-static void reply_tree(struct conn *c, int status, const cJSON *tree)
+void admin_reply_tree(struct conn *c, int status, const cJSON *tree)
 {
     char *text = cJSON_Print(tree);
     if (text == NULL) {
@@ -67,7 +66,7 @@ static void mask_all(cJSON *root)
 }
 
 /* Percent-decodes a path part; false on a bad escape or a NUL. */
-static bool url_decode(const char *in, char *out, size_t n)
+bool admin_url_decode(const char *in, char *out, size_t n)
 {
     size_t k = 0;
     for (const char *p = in; *p; p++) {
@@ -208,7 +207,7 @@ static int do_delete(cJSON *root, void *ud, char *err, size_t errlen)
 }
 
 /* Answers a failed store call; returns the status sent. */
-static int reply_store_error(struct conn *c, enum store_status st, const char *err)
+int admin_reply_store_error(struct conn *c, enum store_status st, const char *err)
 {
     switch (st) {
     case STORE_REJECTED:
@@ -224,7 +223,7 @@ static int reply_store_error(struct conn *c, enum store_status st, const char *e
     case STORE_IO:
         break;
     }
-    LOG_ERROR("routing file store failed: %s", err);
+    LOG_ERROR("store failed: %s", err);
     admin_error(c, 500, "server_error", err, NULL);
     return 500;
 }
@@ -235,11 +234,11 @@ static int get_config(struct admin *a, struct conn *c, const char *name, int sta
     enum store_status st;
     cJSON *root = store_read(a->dir, &st, err, sizeof(err));
     if (root == NULL) {
-        return reply_store_error(c, st, err);
+        return admin_reply_store_error(c, st, err);
     }
     mask_all(root);
     if (name == NULL) {
-        reply_tree(c, status, root);
+        admin_reply_tree(c, status, root);
     } else {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(root, "Models"), name);
@@ -248,7 +247,7 @@ static int get_config(struct admin *a, struct conn *c, const char *name, int sta
             admin_error(c, 404, "not_found", err, NULL);
             status = 404;
         } else {
-            reply_tree(c, status, m);
+            admin_reply_tree(c, status, m);
         }
     }
     cJSON_Delete(root);
@@ -259,7 +258,7 @@ static int get_config(struct admin *a, struct conn *c, const char *name, int sta
  * without a state file this only makes them notice sooner). The state is
  * opened for this alone: a long-lived admin process must not hold it, or a
  * responder could never make it bigger. */
-static void bump_generation(struct admin *a)
+void admin_bump_generation(struct admin *a)
 {
     char path[4200], err[512];
     snprintf(path, sizeof(path), "%s/runtime.state", a->dir);
@@ -298,7 +297,7 @@ enum store_status admin_put(struct admin *a, const char *name, const char *body,
     }
     st = store_update(a->dir, do_post, &pc, err, errlen);
     if (st == STORE_OK) {
-        bump_generation(a);
+        admin_bump_generation(a);
         LOG_INFO("admin: model '%s' %s", name, pc.created ? "added" : "replaced");
         *created = pc.created;
     }
@@ -311,7 +310,7 @@ enum store_status admin_delete(struct admin *a, const char *name, char *err, siz
 {
     enum store_status st = store_update(a->dir, do_delete, (void *)name, err, errlen);
     if (st == STORE_OK) {
-        bump_generation(a);
+        admin_bump_generation(a);
         LOG_INFO("admin: model '%s' deleted", name);
     }
     return st;
@@ -324,7 +323,7 @@ static int post_model(struct admin *a, struct conn *c, const char *name, const c
     int created = 0;
     enum store_status st = admin_put(a, name, body, len, &created, err, sizeof(err));
     return st == STORE_OK ? get_config(a, c, name, created ? 201 : 200)
-                          : reply_store_error(c, st, err);
+                          : admin_reply_store_error(c, st, err);
 }
 
 static int delete_model(struct admin *a, struct conn *c, const char *name)
@@ -332,7 +331,7 @@ static int delete_model(struct admin *a, struct conn *c, const char *name)
     char err[1024];
     enum store_status st = admin_delete(a, name, err, sizeof(err));
     if (st != STORE_OK) {
-        return reply_store_error(c, st, err);
+        return admin_reply_store_error(c, st, err);
     }
     struct buf b;
     buf_init(&b, 4096);
@@ -370,8 +369,16 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
         }
         return page(c);
     }
-    if (strncmp(path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) != 0 ||
-        (path[strlen(ADMIN_PREFIX)] != '\0' && path[strlen(ADMIN_PREFIX)] != '/')) {
+    static const char *const areas[] = {ADMIN_PREFIX, "/admin/keys", "/admin/usage",
+                                        "/admin/requests"};
+    size_t area = ARRAY_LEN(areas);
+    for (size_t i = 0; i < ARRAY_LEN(areas); i++) {
+        size_t n = strlen(areas[i]);
+        if (strncmp(path, areas[i], n) == 0 && (path[n] == '\0' || path[n] == '/')) {
+            area = i;
+        }
+    }
+    if (area == ARRAY_LEN(areas)) {
         admin_error(c, 404, "not_found", "unknown admin URL", NULL);
         return 404;
     }
@@ -392,11 +399,17 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
     bool changes = strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0;
     if (changes && auth_cross_site(conn_param(c, "HTTP_ORIGIN"), conn_param(c, "HTTP_HOST"),
                                    conn_param(c, "HTTP_SEC_FETCH_SITE"))) {
-        admin_error(c, 403, "permission_error", "cross-site requests may not change the config",
+        admin_error(c, 403, "permission_error", "cross-site requests may not change anything",
                     NULL);
         return 403;
     }
-    const char *rest = path + strlen(ADMIN_PREFIX);
+    const char *rest = path + strlen(areas[area]);
+    if (area == 1) {
+        return admin_keys_route(a, c, method, rest, body, len, need_body);
+    }
+    if (area == 2 || area == 3) {
+        return admin_usage_route(a, c, method, area == 2, conn_param(c, "QUERY_STRING"));
+    }
     if (*rest == '/') {
         rest++;
     }
@@ -408,7 +421,7 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
         return get_config(a, c, NULL, 200);
     }
     char name[CONFIG_MAX_MODEL_NAME + 1];
-    if (!url_decode(rest, name, sizeof(name)) || !config_model_name_ok(name)) {
+    if (!admin_url_decode(rest, name, sizeof(name)) || !config_model_name_ok(name)) {
         admin_error(c, 400, "invalid_request_error",
                     "model names are 1 to 256 of A-Z a-z 0-9 . _ : / @ - and never '..'", NULL);
         return 400;

@@ -6,6 +6,8 @@
 #include "auth.h"
 #include "store.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -30,6 +32,34 @@ struct admin {
  * once, before the body. */
 int admin_route(struct admin *a, struct conn *c, const char *method, const char *path,
                 const char *body, size_t len, bool *need_body);
+
+/* Shared by admin.c, admin_keys.c and admin_usage.c. */
+void admin_error(struct conn *c, int status, const char *type, const char *msg, const char *extra);
+void admin_reply_tree(struct conn *c, int status, const cJSON *tree);
+/* Answers a failed store call; returns the status sent. */
+int admin_reply_store_error(struct conn *c, enum store_status st, const char *err);
+/* Percent-decodes a path part; false on a bad escape, a NUL or no room. */
+bool admin_url_decode(const char *in, char *out, size_t n);
+/* Tells the responders that a file changed. */
+void admin_bump_generation(struct admin *a);
+
+/* /admin/keys[/{id}] (rest: what follows /admin/keys), as admin_route. */
+int admin_keys_route(struct admin *a, struct conn *c, const char *method, const char *rest,
+                     const char *body, size_t len, bool *need_body);
+/* The keys API's work, also for the command line. create: on success the
+ * new key's secret is in secret (n >= 64) and *out the key as the API shows
+ * it (the caller frees it). */
+enum store_status admin_key_create(struct admin *a, const cJSON *posted, char *secret, size_t n,
+                                   cJSON **out, char *err, size_t errlen);
+enum store_status admin_key_update(struct admin *a, const char *id, const cJSON *posted,
+                                   cJSON **out, char *err, size_t errlen);
+enum store_status admin_key_delete(struct admin *a, const char *id, char *err, size_t errlen);
+/* {"Keys": [...]} as the API shows them; NULL with err on failure. */
+cJSON *admin_keys_list(struct admin *a, enum store_status *st, char *err, size_t errlen);
+
+/* GET /admin/usage (usage true) and /admin/requests. */
+int admin_usage_route(struct admin *a, struct conn *c, const char *method, bool usage,
+                      const char *query);
 
 /* The page, embedded at build time from htdocs/admin.html, and its policy:
  * it loads nothing from elsewhere and may not be framed. */

@@ -41,13 +41,134 @@ static void usage(void)
             "       llmproxy-admin.fcgi --check           validate the routing file\n"
             "       llmproxy-admin.fcgi --put MODEL < JSON   add or replace a model\n"
             "       llmproxy-admin.fcgi --delete MODEL    remove a model\n"
+            "       llmproxy-admin.fcgi --add-key NAME [--models M1,M2] [--rpm N] [--tpm N]\n"
+            "           [--budget-usd X] [--budget-tokens N] [--period day|month|total]\n"
+            "           [--expires 2027-01-01T00:00:00Z] [--disabled]\n"
+            "                                         make a client key; prints it (once)\n"
+            "       llmproxy-admin.fcgi --list-keys       list the client keys (never the keys)\n"
+            "       llmproxy-admin.fcgi --delete-key ID   remove a client key\n"
             "The state dir is $LLMPROXY_STATE_DIR (./var).\n");
+}
+
+/* --add-key NAME [options]: the options into the fields of the API. */
+static int add_key(struct admin *a, int argc, char **argv)
+{
+    char err[1024];
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "Name", argv[2]);
+    for (int i = 3; i < argc; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        static const struct {
+            const char *opt, *field;
+            int kind; /* 0 number, 1 string, 2 list */
+        } opts[] = {{"--rpm", "Rpm", 0},
+                    {"--tpm", "Tpm", 0},
+                    {"--budget-usd", "BudgetUsd", 0},
+                    {"--budget-tokens", "BudgetTokens", 0},
+                    {"--period", "BudgetPeriod", 1},
+                    {"--expires", "ExpiresAt", 1},
+                    {"--models", "Models", 2}};
+        if (strcmp(opt, "--disabled") == 0) {
+            cJSON_AddFalseToObject(p, "Enabled");
+            continue;
+        }
+        size_t k = 0;
+        while (k < ARRAY_LEN(opts) && strcmp(opts[k].opt, opt) != 0) {
+            k++;
+        }
+        if (k == ARRAY_LEN(opts) || val == NULL) {
+            fprintf(stderr, "llmproxy-admin: %s: unknown option or missing value\n", opt);
+            cJSON_Delete(p);
+            return 2;
+        }
+        i++;
+        if (opts[k].kind == 0) {
+            char *end;
+            double d = strtod(val, &end);
+            if (*val == '\0' || *end != '\0') {
+                fprintf(stderr, "llmproxy-admin: %s needs a number, not '%s'\n", opt, val);
+                cJSON_Delete(p);
+                return 2;
+            }
+            cJSON_AddNumberToObject(p, opts[k].field, d);
+        } else if (opts[k].kind == 1) {
+            cJSON_AddStringToObject(p, opts[k].field, val);
+        } else {
+            cJSON *list = cJSON_AddArrayToObject(p, opts[k].field);
+            char *copy = xstrdup(val);
+            for (char *tok = copy; tok != NULL && *tok != '\0';) {
+                char *comma = strchr(tok, ',');
+                if (comma != NULL) {
+                    *comma = '\0';
+                }
+                cJSON_AddItemToArray(list, cJSON_CreateString(tok));
+                tok = comma != NULL ? comma + 1 : NULL;
+            }
+            free(copy);
+        }
+    }
+    char secret[128];
+    cJSON *made = NULL;
+    enum store_status st = admin_key_create(a, p, secret, sizeof(secret), &made, err, sizeof(err));
+    cJSON_Delete(p);
+    if (st != STORE_OK) {
+        fprintf(stderr, "llmproxy-admin: %s\n", err);
+        return 1;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(made, "Id");
+    fprintf(stderr, "llmproxy-admin: key '%s' made (id %s); it is shown this once:\n", argv[2],
+            cJSON_IsString(id) ? id->valuestring : "?");
+    printf("%s\n", secret);
+    cJSON_Delete(made);
+    return 0;
+}
+
+static int list_keys(struct admin *a)
+{
+    char err[1024];
+    enum store_status st;
+    cJSON *list = admin_keys_list(a, &st, err, sizeof(err));
+    if (list == NULL) {
+        fprintf(stderr, "llmproxy-admin: %s\n", err);
+        return 1;
+    }
+    printf("%-16s %-24s %-13s %8s %10s %8s %s\n", "ID", "NAME", "PREFIX", "RPM", "TPM", "ENABLED",
+           "LAST USED");
+    const cJSON *k;
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(list, "Keys"))
+    {
+        const cJSON *last = cJSON_GetObjectItemCaseSensitive(k, "LastUsedAt");
+        printf("%-16s %-24s %-13s %8.0f %10.0f %8s %s\n",
+               cJSON_GetObjectItemCaseSensitive(k, "Id")->valuestring,
+               cJSON_GetObjectItemCaseSensitive(k, "Name")->valuestring,
+               cJSON_GetObjectItemCaseSensitive(k, "Prefix")->valuestring,
+               cJSON_GetObjectItemCaseSensitive(k, "Rpm")->valuedouble,
+               cJSON_GetObjectItemCaseSensitive(k, "Tpm")->valuedouble,
+               cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "Enabled")) ? "no" : "yes",
+               cJSON_IsString(last) ? last->valuestring : "never");
+    }
+    cJSON_Delete(list);
+    return 0;
 }
 
 static int cli(struct admin *a, int argc, char **argv)
 {
     char err[1024];
     const char *cmd = argv[1];
+    if (strcmp(cmd, "--add-key") == 0 && argc >= 3) {
+        return add_key(a, argc, argv);
+    }
+    if (strcmp(cmd, "--list-keys") == 0 && argc == 2) {
+        return list_keys(a);
+    }
+    if (strcmp(cmd, "--delete-key") == 0 && argc == 3) {
+        if (admin_key_delete(a, argv[2], err, sizeof(err)) != STORE_OK) {
+            fprintf(stderr, "llmproxy-admin: %s\n", err);
+            return 1;
+        }
+        return 0;
+    }
     if (strcmp(cmd, "--init-token") == 0 && argc == 2) {
         if (getenv("LLMPROXY_ADMIN_TOKEN") != NULL && *getenv("LLMPROXY_ADMIN_TOKEN") != '\0') {
             return 0;

@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "endpoint.h"
+#include "keys.h"
 #include "reply.h"
 #include "route.h"
 #include "snapshot.h"
@@ -13,7 +14,7 @@
 #include <string.h>
 
 /* GET /v1/models (one == NULL) or /v1/models/{one}. */
-static int models(struct conn *c, const char *one)
+static int models(struct conn *c, const char *one, const struct client_key *key)
 {
     struct snapshot *s = snapshot_acquire();
     struct buf b;
@@ -25,7 +26,8 @@ static int models(struct conn *c, const char *one)
     }
     for (size_t i = 0; cfg != NULL && i < cfg->nmodels; i++) {
         const struct config_model *m = &cfg->models[i];
-        if (route_enabled(m) == 0 || (one != NULL && strcmp(one, m->name) != 0)) {
+        if (route_enabled(m) == 0 || (one != NULL && strcmp(one, m->name) != 0) ||
+            (key != NULL && !keys_model_ok(key, m->name))) {
             continue;
         }
         buf_printf(&b, "%s{\"id\":\"", found++ && one == NULL ? "," : "");
@@ -49,12 +51,13 @@ static int models(struct conn *c, const char *one)
     return status;
 }
 
-int answer_local(struct conn *c, const struct endpoint *ep, const char *path)
+int answer_local(struct conn *c, const struct endpoint *ep, const char *path,
+                 const struct client_key *key)
 {
     if (ep->kind == EP_HEALTH) {
         static const char body[] = "{\"Status\":\"Healthy\"}";
         reply_json(c, 200, body, sizeof(body) - 1, NULL);
         return 200;
     }
-    return models(c, ep->prefix ? path + strlen(ep->path) : NULL);
+    return models(c, ep->prefix ? path + strlen(ep->path) : NULL, key);
 }

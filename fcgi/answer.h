@@ -8,7 +8,10 @@
 struct conn;
 struct endpoint;
 
-/* Answers an endpoint of kind EP_HEALTH or EP_MODELS; returns the status. */
-int answer_local(struct conn *c, const struct endpoint *ep, const char *path);
+/* Answers an endpoint of kind EP_HEALTH or EP_MODELS (only the models the
+ * client key may use, when key is not NULL); returns the status. */
+struct client_key;
+int answer_local(struct conn *c, const struct endpoint *ep, const char *path,
+                 const struct client_key *key);
 
 #endif

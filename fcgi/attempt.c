@@ -17,6 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
+/* The most of one answer kept to read its usage (a JSON body, an SSE event). */
+#define METER_CAP ((size_t)8 << 20)
 /* Body bytes of a failed attempt read (and dropped) to keep the
  * connection reusable; past this the attempt is cut off. */
 #define DISCARD_MAX (64 * 1024)
@@ -159,13 +161,50 @@ static int commit(struct request_ctx *ctx)
     if (ctx->event_stream) {
         buf_append_str(&h, "X-Accel-Buffering: no\r\n");
     }
+    client_headers(ctx, &h);
     buf_printf(&h, "X-LLMProxy-Request-Id: %s\r\n\r\n", ctx->rid);
     ctx->state = RQ_RELAY;
     ctx->at = AT_PASS;
     ctx->final_status = ctx->status;
+    ctx->answered = 1;
+    ctx->ttfb_us = now_us() - ctx->t0;
+    /* what the answer used: read from it as it passes */
+    meter_cleanup(&ctx->meter);
+    meter_init(&ctx->meter, ctx->event_stream ? METER_CHAT_SSE : METER_JSON,
+               ctx->event_stream && ctx->attempt_strip, METER_CAP);
+    ctx->metering = 1;
     int rc = ctx->gone || ctx->conn == NULL ? -1 : conn_write(ctx->conn, h.data, h.len, false);
     buf_cleanup(&h);
     return rc;
+}
+
+/* Bytes of the committed answer to the client, through the meter (which,
+ * for a stream, passes whole events and drops a usage chunk we added). */
+static int relay(struct request_ctx *ctx, const char *p, size_t n)
+{
+    if (ctx->meter.fmt != METER_CHAT_SSE) {
+        meter_body(&ctx->meter, p, n);
+        return proxy_client_write(ctx, p, n, 1);
+    }
+    struct buf *out = &ctx->relay_buf; /* kept: no allocation per chunk */
+    buf_reset(out);
+    meter_stream(&ctx->meter, p, n, out);
+    return out->len > 0 ? proxy_client_write(ctx, out->data, out->len, 1) : 0;
+}
+
+/* The end of a committed answer: what the meter still holds goes on. */
+static void relay_end(struct request_ctx *ctx)
+{
+    if (ctx->meter.fmt != METER_CHAT_SSE) {
+        meter_body_end(&ctx->meter);
+        return;
+    }
+    struct buf *out = &ctx->relay_buf;
+    buf_reset(out);
+    meter_stream_end(&ctx->meter, out);
+    if (out->len > 0) {
+        proxy_client_write(ctx, out->data, out->len, 1);
+    }
 }
 
 /* Sends what was held and goes on streaming. */
@@ -175,7 +214,7 @@ static int release_hold(struct request_ctx *ctx)
     if (commit(ctx) != 0) {
         return -1;
     }
-    int rc = proxy_client_write(ctx, ctx->hold.data, ctx->hold.len, 1);
+    int rc = relay(ctx, ctx->hold.data, ctx->hold.len);
     buf_cleanup(&ctx->hold);
     return rc;
 }
@@ -303,7 +342,9 @@ static void on_header(void *ud, const char *line, size_t len)
         ctx->html = vlen >= 9 && strncasecmp(v, "text/html", 9) == 0;
     } /* the line and its CRLF go in together or not at all: a lone CRLF
        * would end the header block early */
-    if (http_forward_header(line, nlen) && !http_has_header(&ctx->resp_hdrs, line, nlen) &&
+    bool own_limits = ctx->key != NULL && nlen >= 12 && strncasecmp(line, "x-ratelimit-", 12) == 0;
+    if (!own_limits && http_forward_header(line, nlen) &&
+        !http_has_header(&ctx->resp_hdrs, line, nlen) &&
         buf_reserve(&ctx->resp_hdrs, len + 2) != NULL) {
         buf_append(&ctx->resp_hdrs, line, len);
         buf_append_str(&ctx->resp_hdrs, "\r\n");
@@ -356,7 +397,7 @@ static int pass(struct request_ctx *ctx, const char *p, size_t n)
     }
     /* idle deadline restarts with every chunk */
     ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
-    return proxy_client_write(ctx, p, n, 1) == 0 ? UPSTREAM_TAKEN : UPSTREAM_STOP;
+    return relay(ctx, p, n) == 0 ? UPSTREAM_TAKEN : UPSTREAM_STOP;
 }
 
 static int hold(struct request_ctx *ctx, const char *p, size_t n)
@@ -435,10 +476,12 @@ static void on_done(void *ud, enum upstream_result r)
         if (ctx->gone) {
             proxy_log_attempt(ctx, ctx->gone_name);
         } else if (r == UPSTREAM_OK) {
+            relay_end(ctx);
             char o[16];
             snprintf(o, sizeof(o), "%d", ctx->status);
             proxy_log_attempt(ctx, o);
         } else {
+            ctx->broken = 1;
             end_with_error(ctx, ctx->too_big ? PO_TOO_LARGE : PO_BROKEN);
         }
         proxy_finish(ctx);
@@ -456,6 +499,7 @@ static void on_done(void *ud, enum upstream_result r)
         snprintf(o, sizeof(o), "%d", ctx->status);
         proxy_log_attempt(ctx, o);
         release_hold(ctx);
+        relay_end(ctx);
         proxy_finish(ctx);
     } else {
         attempt_failed(ctx, PO_SERVER_ERROR, upstream_result_name(r));
@@ -491,21 +535,34 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     reset_attempt(ctx);
     struct upstream_request rq = {.connect_timeout_ms = px->set->connect_timeout_ms};
     const char *body = ctx->body.data != NULL ? ctx->body.data : "";
+    /* the only changes to a body: the model's value for this backend, and a
+     * stream asked for its usage; the rest goes byte for byte, in pieces */
+    struct request_edit edits[2];
+    size_t nedits = 0;
     if (b->model_name != NULL) {
-        /* only the model's value changes: the body goes in three pieces */
         buf_reset(&ctx->model_json);
         buf_append_str(&ctx->model_json, "\"");
         buf_append_json_str(&ctx->model_json, b->model_name);
         buf_append_str(&ctx->model_json, "\"");
-        size_t after = ctx->info.model_off + ctx->info.model_len;
-        rq.body[0] = (struct upstream_piece){body, ctx->info.model_off};
-        rq.body[1] = (struct upstream_piece){ctx->model_json.data, ctx->model_json.len};
-        rq.body[2] = (struct upstream_piece){body + after, ctx->body.len - after};
-        rq.npieces = 3;
-    } else {
-        rq.body[0] = (struct upstream_piece){body, ctx->body.len};
-        rq.npieces = 1;
+        edits[nedits++] = (struct request_edit){ctx->info.model_off, ctx->info.model_len,
+                                                ctx->model_json.data, ctx->model_json.len};
     }
+    ctx->attempt_strip = ctx->usage_added && b->stream_usage;
+    if (ctx->attempt_strip) {
+        edits[nedits++] = ctx->usage_edit;
+    }
+    if (nedits == 2 && edits[1].off < edits[0].off) {
+        struct request_edit t = edits[0];
+        edits[0] = edits[1];
+        edits[1] = t;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < nedits; i++) {
+        rq.body[rq.npieces++] = (struct upstream_piece){body + at, edits[i].off - at};
+        rq.body[rq.npieces++] = (struct upstream_piece){edits[i].ins, edits[i].ins_len};
+        at = edits[i].off + edits[i].del;
+    }
+    rq.body[rq.npieces++] = (struct upstream_piece){body + at, ctx->body.len - at};
     buf_reset(&ctx->url);
     buf_append_str(&ctx->url, b->base_url);
     buf_append_str(&ctx->url, ctx->ep->upstream_path);

@@ -291,7 +291,46 @@ static int parse_backend(const cJSON *jb, struct config_backend *b, const char *
         double ms = to->valuedouble * 1000.0;
         b->timeout_ms = ms < 1.0 ? 1u : (unsigned)ms;
     }
+    /* prices, USD per million tokens; the cached rate defaults to the input rate */
+    static const char *const prices[] = {"InputCostPerMTok", "OutputCostPerMTok",
+                                         "CachedInputCostPerMTok"};
+    double *dst[] = {&b->input_cost, &b->output_cost, &b->cached_cost};
+    for (size_t i = 0; i < ARRAY_LEN(prices); i++) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(jb, prices[i]);
+        *dst[i] = -1;
+        if (p != NULL && !cJSON_IsNull(p)) {
+            if (!cJSON_IsNumber(p) || !(p->valuedouble >= 0) || p->valuedouble > 1e6) {
+                set_err(err, errlen,
+                        "model '%s': backend '%s': %s must be a number of USD per million "
+                        "tokens, 0 or more",
+                        model, name, prices[i]);
+                return -1;
+            }
+            *dst[i] = p->valuedouble;
+        }
+    }
+    const cJSON *su = cJSON_GetObjectItemCaseSensitive(jb, "StreamUsage");
+    if (su != NULL && !cJSON_IsNull(su) && !cJSON_IsBool(su)) {
+        set_err(err, errlen, "model '%s': backend '%s': StreamUsage must be true or false", model,
+                name);
+        return -1;
+    }
+    b->stream_usage = su == NULL || cJSON_IsNull(su) || cJSON_IsTrue(su);
     return 0;
+}
+
+uint64_t config_cost_micro(const struct config_backend *b, uint64_t prompt, uint64_t completion,
+                           uint64_t cached)
+{
+    double in = b->input_cost > 0 ? b->input_cost : 0;
+    double out = b->output_cost > 0 ? b->output_cost : 0;
+    double cin = b->cached_cost >= 0 ? b->cached_cost : in;
+    if (cached > prompt) {
+        cached = prompt;
+    }
+    /* USD per million tokens x tokens = micro-USD */
+    double micro = (double)(prompt - cached) * in + (double)cached * cin + (double)completion * out;
+    return micro > 0 ? (uint64_t)(micro + 0.5) : 0;
 }
 
 static int parse_model(const cJSON *jm, struct config_model *m, char *err, size_t errlen)

@@ -32,7 +32,15 @@ struct config_backend {
     unsigned weight;  /* 1..CONFIG_MAX_WEIGHT */
     bool enabled;
     unsigned timeout_ms; /* first-byte deadline */
+    /* USD per million tokens (InputCostPerMTok, OutputCostPerMTok,
+     * CachedInputCostPerMTok); < 0: not set */
+    double input_cost, output_cost, cached_cost;
+    bool stream_usage; /* StreamUsage (default true): ask streams for their usage */
 };
+
+/* The cost of an answer in micro-USD from the backend's prices. */
+uint64_t config_cost_micro(const struct config_backend *b, uint64_t prompt, uint64_t completion,
+                           uint64_t cached);
 
 struct config_model {
     char *name;

@@ -57,6 +57,7 @@ struct conn {
     int64_t last_out;   /* output last moved (or became empty) */
     int64_t last_in;    /* input last came, or the request ended */
     long long unsized;  /* bytes read of a body of unknown length */
+    bool stdio_closed;  /* CGI: fds 0 and 1 are closed */
 };
 
 struct conn_server {
@@ -122,6 +123,16 @@ static void close_io(struct conn *c)
 /* The request cannot go on. on_gone is delivered by the tick right after
  * this turn of the loop, never from inside the call that noticed it (a
  * conn_write of the handler's own, which then just fails). */
+/* A CGI process's stdin and stdout, closed once (their numbers may be reused). */
+static void close_stdio(struct conn *c)
+{
+    if (c->cgi && !c->stdio_closed) {
+        c->stdio_closed = true;
+        close(STDOUT_FILENO);
+        close(STDIN_FILENO);
+    }
+}
+
 static void gone(struct conn *c, enum conn_gone why)
 {
     if (c->gone) {
@@ -371,8 +382,7 @@ void conn_abort(struct conn *c)
         struct linger lg = {1, 0};
         setsockopt(STDOUT_FILENO, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         close_io(c);
-        close(STDOUT_FILENO);
-        close(STDIN_FILENO);
+        close_stdio(c);
         c->body_read = true;
     }
     c->depth++;
@@ -400,6 +410,9 @@ static void maybe_finish(struct conn *c)
     if (c->cgi) {
         if (c->body_read) {
             close_io(c);
+            /* the web server has the whole answer now, whatever the process
+             * still does before it exits (storing its usage record) */
+            close_stdio(c);
             release(c);
         }
         return;

@@ -3,6 +3,7 @@
 #include "common.h"
 #include "http.h"
 #include "buf.h"
+#include "utctime.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -94,17 +95,6 @@ static int month(const char *m)
     return -1;
 }
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static long days_from_civil(long y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    long era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (long)doe - 719468;
-}
-
 long http_retry_after(const char *value, size_t len, time_t now, long cap)
 {
     char v[64];
@@ -142,8 +132,8 @@ long http_retry_after(const char *value, size_t len, time_t now, long cap)
         mm > 59 || ss > 60 || hh < 0 || mm < 0 || ss < 0) {
         return -1;
     }
-    long t = days_from_civil(y, (unsigned)month(mon) + 1, (unsigned)d) * 86400L + hh * 3600L +
-             mm * 60L + ss;
+    long t = utctime_days_from_civil(y, (unsigned)month(mon) + 1, (unsigned)d) * 86400L +
+             hh * 3600L + mm * 60L + ss;
     long delta = t - (long)now;
     if (delta < 0) {
         return 0;

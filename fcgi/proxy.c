@@ -4,7 +4,6 @@
 #include "proxy.h"
 #include "proxy_int.h"
 #include "answer.h"
-#include "auth.h"
 #include "buf.h"
 #include "conn.h"
 #include "endpoint.h"
@@ -69,10 +68,13 @@ void proxy_settings_from_env(struct proxy_settings *s)
     s->keyless_remote = (int)env_size("LLMPROXY_ALLOW_KEYLESS_REMOTE", 0, 0, 1);
 }
 
-struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st)
+struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
+                                      const char *dir, struct usage_writer *usage)
 {
     struct proxy_shared *sh = xcalloc(1, sizeof(*sh));
     sh->set = *s;
+    sh->dir = dir;
+    sh->usage = usage;
     sh->st = st;
     sh->pid = (unsigned)getpid();
     return sh;
@@ -128,6 +130,8 @@ static void ctx_free(struct request_ctx *ctx)
     buf_cleanup(&ctx->hold);
     sse_peek_cleanup(&ctx->peek);
     buf_cleanup(&ctx->log);
+    meter_cleanup(&ctx->meter);
+    buf_cleanup(&ctx->relay_buf);
     free(ctx);
 }
 
@@ -140,6 +144,7 @@ static void do_finish(struct request_ctx *ctx)
         ctx->xfer = NULL;
     }
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
+    client_account(ctx, status);
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
     if (ctx->scanned) {
         log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f",
@@ -296,7 +301,6 @@ static void route_request(struct request_ctx *ctx)
         return;
     }
     ctx->scanned = 1;
-    ctx->snap = snapshot_acquire();
     ctx->model = config_find(ctx->snap->cfg, ctx->info.model);
     if (ctx->model == NULL) {
         char msg[400];
@@ -310,6 +314,13 @@ static void route_request(struct request_ctx *ctx)
         snprintf(msg, sizeof(msg), "No backend is enabled for model '%s'.", ctx->info.model);
         proxy_answer_error(ctx, 503, msg, "upstream_error", NULL, "no_backend_enabled", NULL);
         return;
+    }
+    if (!client_admit_model(ctx)) {
+        return;
+    }
+    if (ctx->info.stream && ctx->ep->stream == EP_STREAM_CHAT_SSE) {
+        ctx->usage_added = request_usage_edit(body, ctx->body.len, &ctx->info, &ctx->usage_edit) ==
+                           REQUEST_USAGE_ADDED;
     }
     uint64_t ticket = route_uses_ticket(ctx->model)
                           ? state_next(px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL)
@@ -326,25 +337,6 @@ static void too_large(struct request_ctx *ctx)
     snprintf(msg, sizeof(msg), "The request body is larger than the limit of %zu bytes.",
              ctx->px->set->max_body);
     proxy_answer_error(ctx, 413, msg, "invalid_request_error", NULL, "request_too_large", NULL);
-}
-
-/* Who may use /v1/. While no client key exists (keyless mode) only this
- * machine: a loopback client naming a loopback Host without cross-site
- * marks, so neither a remote host nor a web page (DNS rebinding, a form
- * posting text/plain) can spend the owner's keys. Answers the refusal. */
-static bool client_allowed(struct request_ctx *ctx, struct conn *c)
-{
-    if (ctx->px->set->keyless_remote ||
-        auth_keyless_ok(conn_param(c, "REMOTE_ADDR"), conn_param(c, "HTTP_HOST"),
-                        conn_param(c, "HTTP_ORIGIN"), conn_param(c, "HTTP_SEC_FETCH_SITE"))) {
-        return true;
-    }
-    proxy_answer_error(ctx, 403,
-                       "llmproxy has no client keys yet, so it serves only requests from this "
-                       "machine (a loopback address and Host, not from a web page). On a trusted "
-                       "private network set LLMPROXY_ALLOW_KEYLESS_REMOTE=1.",
-                       "permission_error", NULL, "client_key_required", NULL);
-    return false;
 }
 
 static void on_request(void *app, struct conn *c)
@@ -366,6 +358,7 @@ static void on_request(void *app, struct conn *c)
     buf_init(&ctx->resp_hdrs, 64 * 1024);
     buf_init(&ctx->hold, px->set->hold_max);
     buf_init(&ctx->log, 4096);
+    buf_init(&ctx->relay_buf, SIZE_MAX / 2);
     sse_peek_init(&ctx->peek);
     conn_bind(c, ctx);
     link_active(px, ctx);
@@ -385,10 +378,11 @@ static void on_request(void *app, struct conn *c)
         snprintf(allow, sizeof(allow), "Allow: %s\r\n", ctx->ep->allow);
         proxy_answer_error(ctx, 405, msg, "invalid_request_error", NULL, "method_not_allowed",
                            allow);
-    } else if (ctx->ep->guarded && !client_allowed(ctx, c)) {
-        /* answered by client_allowed */
+    } else if (ctx->ep->guarded && (ctx->snap = snapshot_acquire()) != NULL &&
+               !client_admit(ctx, c)) {
+        /* answered by client_admit */
     } else if (ctx->ep->kind != EP_ROUTED) {
-        ctx->final_status = answer_local(c, ctx->ep, ctx->path);
+        ctx->final_status = answer_local(c, ctx->ep, ctx->path, ctx->key);
         proxy_finish(ctx);
     } else if (px->draining) {
         proxy_answer_error(ctx, 503, "llmproxy is shutting down; retry.", "upstream_error", NULL,

@@ -27,7 +27,10 @@ void proxy_settings_from_env(struct proxy_settings *s);
 
 /* What the loops of one process share: settings, the state, request ids. */
 struct proxy_shared;
-struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st);
+/* dir: the state dir; usage may be NULL (nothing recorded). */
+struct usage_writer;
+struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
+                                      const char *dir, struct usage_writer *usage);
 void proxy_shared_free(struct proxy_shared *sh);
 
 /* The requests of one loop. listen_fd: the FastCGI socket to accept on;

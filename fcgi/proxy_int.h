@@ -5,6 +5,8 @@
 
 #include "buf.h"
 #include "config.h"
+#include "limit.h"
+#include "meter.h"
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
@@ -19,11 +21,15 @@ struct endpoint;
 struct snapshot;
 struct upstream;
 struct upstream_xfer;
+struct client_key;
+struct usage_writer;
 
 /* The client headers that may go upstream (see proxy.c), plus ours. */
 #define FORWARDED_HEADERS 6
 #define MAX_UPSTREAM_HEADERS (FORWARDED_HEADERS + 3)
 struct proxy_shared {
+    const char *dir;            /* the state dir */
+    struct usage_writer *usage; /* NULL: usage is not recorded */
     struct proxy_settings set;
     struct state *st;
     unsigned long next_id; /* atomic */
@@ -117,7 +123,21 @@ struct request_ctx {
     int html;         /* upstream said text/html: a portal or error page, not an API answer */
     int paused;       /* the transfer waits for the client to take what is queued */
     int too_big;
-    int cut; /* a plain answer broke off: cut the connection, no END_REQUEST */
+    int cut;      /* a plain answer broke off: cut the connection, no END_REQUEST */
+    int broken;   /* the answer broke off after it began */
+    int answered; /* a backend's answer went to the client (ctx->backend) */
+
+    /* the client (client.c) */
+    const struct client_key *key; /* NULL: keyless mode; points into snap */
+    struct limit_view rpm_view, tpm_view;
+    int limits_known; /* 1: rpm_view, 2: tpm_view are set */
+    struct request_edit usage_edit;
+    int usage_added;      /* usage_edit asks the backend for a stream's usage */
+    int attempt_strip;    /* this attempt's stream carries a usage chunk we added */
+    struct meter meter;   /* what the answer used */
+    struct buf relay_buf; /* what the meter passes on, chunk by chunk */
+    int metering;
+    int64_t ttfb_us; /* from the request's start to the answer's first byte */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;
@@ -151,6 +171,19 @@ int proxy_client_write(struct request_ctx *ctx, const char *p, size_t n, int flu
 /* An answer of our own (an error, a verdict); the request then ends. */
 void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, const char *type,
                         const char *param, const char *code, const char *extra);
+
+/* ---- client.c ---- */
+
+/* The client may use a guarded endpoint: keyless mode's rule, or a valid
+ * key (ctx->key). Refusals are answered (401, 403). */
+bool client_admit(struct request_ctx *ctx, struct conn *c);
+/* With the model known: the key may use it, its limits and budget allow
+ * (403, 429 answered otherwise). */
+bool client_admit_model(struct request_ctx *ctx);
+/* The x-ratelimit-* lines of a keyed request with limits. */
+void client_headers(struct request_ctx *ctx, struct buf *h);
+/* At the end: the usage record, the key's spend and token bucket. */
+void client_account(struct request_ctx *ctx, int status);
 
 /* ---- attempt.c ---- */
 

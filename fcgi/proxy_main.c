@@ -7,6 +7,7 @@
 #include "proxy.h"
 #include "snapshot.h"
 #include "state.h"
+#include "usage.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -173,7 +174,9 @@ int main(int argc, char **argv)
     if (cgi && (drain == NULL || *drain == '\0')) {
         set.drain_ms = 2000; /* mod_cgid sends SIGKILL 3 s after SIGTERM */
     }
-    struct proxy_shared *sh = proxy_shared_new(&set, st);
+    /* usage goes to usage.db from a writer thread; a CGI process writes at exit */
+    struct usage_writer *usage = usage_writer_new(dir, !cgi);
+    struct proxy_shared *sh = proxy_shared_new(&set, st, dir, usage);
     struct app app = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .drain_ms = set.drain_ms};
     if (!cgi) {
         app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
@@ -224,6 +227,7 @@ int main(int argc, char **argv)
         loop_free(app.loops[i]);
     }
     proxy_shared_free(sh);
+    usage_writer_free(usage);
     snapshot_cleanup();
     state_close(st);
     curl_global_cleanup();

@@ -231,6 +231,9 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
     s->p++;
     ws(s);
     if (s->p < s->end && *s->p == '}') {
+        if (info != NULL) {
+            info->close_off = (size_t)(s->p - s->start);
+        }
         s->p++;
         return 0;
     }
@@ -255,7 +258,8 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
             return -1;
         }
         if (info != NULL) {
-            char key[8];
+            char key[16];
+            info->has_members = true;
             if (decode_string(k, klen, key, sizeof(key) - 1)) {
                 if (strcmp(key, "model") == 0) {
                     (*models)++;
@@ -263,6 +267,9 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
                     info->model_len = (size_t)(s->p - v);
                 } else if (strcmp(key, "stream") == 0) {
                     info->stream = (size_t)(s->p - v) == 4 && memcmp(v, "true", 4) == 0;
+                } else if (strcmp(key, "stream_options") == 0) {
+                    info->so_off = (size_t)(v - s->start);
+                    info->so_len = (size_t)(s->p - v);
                 }
             }
         }
@@ -272,6 +279,9 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
             continue;
         }
         if (s->p < s->end && *s->p == '}') {
+            if (info != NULL) {
+                info->close_off = (size_t)(s->p - s->start);
+            }
             s->p++;
             return 0;
         }
@@ -409,4 +419,84 @@ int request_map_model(const char *body, size_t len, const struct request_info *i
         return BUF_TOOBIG;
     }
     return BUF_OK;
+}
+
+/* The value span of member name in the (valid) object at body[off..off+len). */
+static bool find_member(const char *body, size_t off, size_t len, const char *name, size_t *voff,
+                        size_t *vlen, bool *empty)
+{
+    struct scan s = {.p = body + off + 1, .end = body + off + len, .start = body, .depth = 1};
+    *empty = true;
+    for (;;) {
+        ws(&s);
+        if (s.p >= s.end || *s.p != '"') {
+            return false;
+        }
+        *empty = false;
+        const char *k = s.p;
+        if (scan_string(&s) != 0) {
+            return false;
+        }
+        size_t klen = (size_t)(s.p - k);
+        ws(&s);
+        s.p++; /* ':' (valid JSON) */
+        ws(&s);
+        const char *v = s.p;
+        if (scan_value(&s) != 0) {
+            return false;
+        }
+        char key[32];
+        if (decode_string(k, klen, key, sizeof(key) - 1) && strcmp(key, name) == 0) {
+            *voff = (size_t)(v - body);
+            *vlen = (size_t)(s.p - v);
+            return true;
+        }
+        ws(&s);
+        if (s.p >= s.end || *s.p != ',') {
+            return false;
+        }
+        s.p++;
+    }
+}
+
+enum request_usage request_usage_edit(const char *body, size_t len, const struct request_info *info,
+                                      struct request_edit *e)
+{
+    (void)len;
+    static const char add_first[] = "\"stream_options\":{\"include_usage\":true}";
+    static const char add_more[] = ",\"stream_options\":{\"include_usage\":true}";
+    static const char whole[] = "{\"include_usage\":true}";
+    static const char member_only[] = "\"include_usage\":true";
+    static const char member_more[] = "\"include_usage\":true,";
+    memset(e, 0, sizeof(*e));
+    if (info->so_len == 0) {
+        e->off = info->close_off;
+        e->ins = info->has_members ? add_more : add_first;
+        e->ins_len = strlen(e->ins);
+        return REQUEST_USAGE_ADDED;
+    }
+    if (body[info->so_off] != '{') {
+        /* null or anything else: replaced by an object that asks */
+        e->off = info->so_off;
+        e->del = info->so_len;
+        e->ins = whole;
+        e->ins_len = sizeof(whole) - 1;
+        return REQUEST_USAGE_ADDED;
+    }
+    size_t voff, vlen;
+    bool empty;
+    if (find_member(body, info->so_off, info->so_len, "include_usage", &voff, &vlen, &empty)) {
+        if (vlen == 4 && memcmp(body + voff, "true", 4) == 0) {
+            return REQUEST_USAGE_ASKED;
+        }
+        e->off = voff;
+        e->del = vlen;
+        e->ins = "true";
+        e->ins_len = 4;
+        return REQUEST_USAGE_ADDED;
+    }
+    e->off = info->so_off + 1;
+    e->ins = empty ? member_only : member_more;
+    e->ins_len = strlen(e->ins);
+    return REQUEST_USAGE_ADDED;
 }

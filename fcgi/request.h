@@ -28,7 +28,29 @@ struct request_info {
     size_t model_len;
     char model[CONFIG_MAX_MODEL_NAME + 1]; /* decoded */
     bool stream;                           /* top-level "stream": true (last one wins) */
+    size_t close_off;                      /* the top-level object's closing brace */
+    bool has_members;
+    size_t so_off, so_len; /* the value of a top-level "stream_options"; so_len 0: absent */
 };
+
+/* One change to a body: del bytes at off give way to ins. */
+struct request_edit {
+    size_t off;
+    size_t del;
+    const char *ins;
+    size_t ins_len;
+};
+
+enum request_usage {
+    REQUEST_USAGE_ASKED, /* the client set stream_options.include_usage: true */
+    REQUEST_USAGE_ADDED, /* *edit makes the backend report usage */
+};
+
+/* For a streamed chat or completion: whether the client asked for usage,
+ * else the edit that asks for it ("stream_options": {"include_usage":
+ * true}, merged into a stream_options the client sent). */
+enum request_usage request_usage_edit(const char *body, size_t len, const struct request_info *info,
+                                      struct request_edit *edit);
 
 /* One strict pass over a body (RFC 8259, no allocation). Fills info on
  * REQUEST_OK; otherwise returns the reason. The error offset of invalid JSON

@@ -1,8 +1,9 @@
-/* snapshot.c - immutable config snapshots, swapped when the file changes */
+/* snapshot.c - immutable snapshots of the routing and keys files, swapped when they change */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "snapshot.h"
 #include "buf.h"
+#include "keys.h"
 #include "log.h"
 #include "route.h"
 #include "state.h"
@@ -10,12 +11,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Largest routing file accepted. */
+/* Largest routing or keys file accepted. */
 #define SNAPSHOT_MAX_FILE (16 * 1024 * 1024)
 
 struct file_id {
@@ -27,10 +29,35 @@ struct file_id {
     int exists;
 };
 
+/* One watched file and the text of its last good version (NULL: absent). */
+struct source {
+    const char *what;
+    char *path;
+    struct file_id seen; /* identity of the version last tried, good or bad */
+    char *good;
+    size_t good_len;
+    int (*check)(const char *text, size_t len, char *err, size_t n);
+    bool keep_when_absent; /* a deleted routing file keeps the config; no keys file: keyless */
+};
+
+static int check_routing(const char *text, size_t len, char *err, size_t n)
+{
+    struct config *cfg = config_parse(text, len, err, n);
+    config_free(cfg);
+    return cfg != NULL ? 0 : -1;
+}
+
+static int check_keys(const char *text, size_t len, char *err, size_t n)
+{
+    struct keyring *r = keys_parse(text, len, err, n);
+    keys_free(r);
+    return r != NULL ? 0 : -1;
+}
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static char *file_path;
+static struct source routing = {"routing file", NULL, {0}, NULL, 0, check_routing, true};
+static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, check_keys, false};
 static struct snapshot *current;
-static struct file_id seen; /* identity of the file last tried, good or bad */
 static struct state *shared;
 static uint64_t seen_generation;
 
@@ -47,71 +74,109 @@ static int same_id(const struct file_id *a, const struct file_id *b)
            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-static struct snapshot *snapshot_new(struct config *cfg)
+static struct file_id stat_id(const char *path)
 {
-    struct snapshot *s = xcalloc(1, sizeof(*s));
-    s->cfg = cfg;
-    s->refs = 1;
-    return s;
+    struct stat sb;
+    struct file_id id = {0};
+    if (path != NULL && stat(path, &sb) == 0) {
+        id = file_id_of(&sb);
+    }
+    return id;
 }
 
-/* Reads and parses the file. NULL (and a log line) when it is unusable. */
-static struct config *load(struct file_id *id)
+/* Reads the file again; a valid version becomes the good text, an absent
+ * file none; an invalid one is reported and the good text kept, so a bad
+ * write never replaces a good config (nor opens a keyed gateway). */
+static void reread(struct source *src)
 {
-    struct config *cfg = NULL;
-    char *data = NULL;
-    char err[512];
-    int fd = open(file_path, O_RDONLY | O_CLOEXEC);
+    int fd = open(src->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT) {
-            LOG_ERROR("cannot open routing file %s: %s", file_path, strerror(errno));
+            LOG_ERROR("cannot open %s %s: %s", src->what, src->path, strerror(errno));
+            return;
         }
-        id->exists = 0;
-        goto out;
+        src->seen.exists = 0;
+        if (!src->keep_when_absent) {
+            free(src->good);
+            src->good = NULL;
+            src->good_len = 0;
+        }
+        return;
     }
     struct stat sb;
     if (fstat(fd, &sb) == 0) {
-        *id = file_id_of(&sb);
+        src->seen = file_id_of(&sb);
     }
     struct buf file;
     buf_init(&file, SNAPSHOT_MAX_FILE);
-    if (buf_read_fd(&file, fd) != BUF_OK) {
-        LOG_ERROR("routing file %s is unreadable or larger than %d bytes", file_path,
+    int rc = buf_read_fd(&file, fd);
+    close(fd);
+    if (rc != BUF_OK) {
+        LOG_ERROR("%s %s is unreadable or larger than %d bytes", src->what, src->path,
                   SNAPSHOT_MAX_FILE);
         buf_cleanup(&file);
-        goto out;
+        return;
     }
-    size_t got = file.len;
-    data = buf_steal(&file, NULL);
-    cfg = config_parse(data, got, err, sizeof(err));
-    if (cfg == NULL) {
-        LOG_ERROR("routing file %s is invalid, keeping the previous configuration: %s", file_path,
-                  err);
-        goto out;
+    char err[512];
+    if (src->check(file.data != NULL ? file.data : "", file.len, err, sizeof(err)) != 0) {
+        LOG_ERROR("%s %s is invalid, keeping the previous one: %s", src->what, src->path, err);
+        buf_cleanup(&file);
+        return;
     }
-    for (size_t i = 0; i < cfg->nmodels; i++) {
-        route_prepare(&cfg->models[i]);
+    free(src->good);
+    src->good_len = file.len;
+    src->good = buf_steal(&file, NULL);
+}
+
+/* A snapshot of the good texts (parsed again: they were valid). */
+static struct snapshot *build(void)
+{
+    struct snapshot *s = xcalloc(1, sizeof(*s));
+    s->refs = 1;
+    char err[512];
+    if (routing.good != NULL) {
+        s->cfg = config_parse(routing.good, routing.good_len, err, sizeof(err));
+        for (size_t i = 0; s->cfg != NULL && i < s->cfg->nmodels; i++) {
+            route_prepare(&s->cfg->models[i]);
+        }
+        if (s->cfg != NULL) {
+            LOG_INFO("loaded routing file %s: %zu models", routing.path, s->cfg->nmodels);
+        }
     }
-    LOG_INFO("loaded routing file %s: %zu models", file_path, cfg->nmodels);
-out:
-    if (fd >= 0) {
-        close(fd);
+    if (keyfile.good != NULL) {
+        s->keys = keys_parse(keyfile.good, keyfile.good_len, err, sizeof(err));
     }
-    free(data);
-    return cfg;
+    return s;
+}
+
+static void forget(struct source *src)
+{
+    free(src->path);
+    src->path = NULL;
+    free(src->good);
+    src->good = NULL;
+    src->good_len = 0;
+    memset(&src->seen, 0, sizeof(src->seen));
 }
 
 void snapshot_init(const char *path, struct state *st)
 {
     pthread_mutex_lock(&lock);
-    free(file_path);
-    file_path = xstrdup(path);
+    forget(&routing);
+    forget(&keyfile);
+    routing.path = xstrdup(path);
+    /* the keys file lives beside the routing file, in the state dir */
+    char kpath[4200];
+    const char *slash = strrchr(path, '/');
+    snprintf(kpath, sizeof(kpath), "%.*s%s", slash != NULL ? (int)(slash - path + 1) : 0, path,
+             KEYS_FILE);
+    keyfile.path = xstrdup(kpath);
     shared = st;
     seen_generation = st != NULL ? state_peek(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
-    memset(&seen, 0, sizeof(seen));
-    struct config *cfg = load(&seen);
+    reread(&routing);
+    reread(&keyfile);
     struct snapshot *old = current;
-    current = snapshot_new(cfg);
+    current = build();
     pthread_mutex_unlock(&lock);
     snapshot_release(old);
 }
@@ -129,38 +194,42 @@ void snapshot_cleanup(void)
     pthread_mutex_lock(&lock);
     struct snapshot *old = current;
     current = NULL;
-    free(file_path);
-    file_path = NULL;
+    forget(&routing);
+    forget(&keyfile);
     pthread_mutex_unlock(&lock);
     snapshot_release(old);
 }
 
 struct snapshot *snapshot_acquire(void)
 {
-    struct stat sb;
-    struct file_id now = {0};
     /* the counter first: a change counted before our stat() is then seen */
     uint64_t gen =
         shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
-    if (file_path != NULL && stat(file_path, &sb) == 0) {
-        now = file_id_of(&sb);
-    }
+    struct file_id rnow = stat_id(routing.path);
+    struct file_id know = stat_id(keyfile.path);
     pthread_mutex_lock(&lock);
     if (current == NULL) {
-        current = snapshot_new(NULL);
+        current = xcalloc(1, sizeof(*current));
+        current->refs = 1;
     }
-    if (file_path != NULL && (!same_id(&now, &seen) || gen != seen_generation)) {
+    bool rchanged = routing.path != NULL && !same_id(&rnow, &routing.seen);
+    bool kchanged = keyfile.path != NULL && !same_id(&know, &keyfile.seen);
+    if (rchanged || kchanged || (routing.path != NULL && gen != seen_generation)) {
+        bool all = gen != seen_generation; /* a change stat() may not show */
         seen_generation = gen;
-        /* changed (or first seen): the identity is recorded even when the
-         * new file is bad, so a bad file is reported once, not per request */
-        struct file_id id = now;
-        struct config *cfg = load(&id);
-        seen = id;
-        if (cfg != NULL) {
-            struct snapshot *old = current;
-            current = snapshot_new(cfg);
-            snapshot_release(old);
+        /* the identity is recorded even when the new file is bad, so a bad
+         * file is reported once, not per request */
+        if (rchanged || all) {
+            routing.seen = rnow;
+            reread(&routing);
         }
+        if (kchanged || all) {
+            keyfile.seen = know;
+            reread(&keyfile);
+        }
+        struct snapshot *old = current;
+        current = build();
+        snapshot_release(old);
     }
     struct snapshot *s = current;
     __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
@@ -175,6 +244,7 @@ void snapshot_release(struct snapshot *s)
     }
     if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         config_free(s->cfg);
+        keys_free(s->keys);
         free(s);
     }
 }

@@ -1,16 +1,19 @@
-/* snapshot.h - immutable config snapshots, swapped when the file changes */
+/* snapshot.h - immutable snapshots of the routing and keys files, swapped when they change */
 /* SPDX-License-Identifier: MIT */
 #ifndef LLMPROXY_SNAPSHOT_H
 #define LLMPROXY_SNAPSHOT_H
 
 #include "config.h"
 
-/* A loaded routing file. Never changed after it is published; a request
- * holds a reference from its start to its end, so a reload never pulls a
- * config from under a request in flight. */
+/* The loaded routing file and keys file (client_keys.json, beside it).
+ * Never changed after it is published; a request holds a reference from its
+ * start to its end, so a reload never pulls a config from under a request
+ * in flight. A file that turns invalid keeps its last good version. */
+struct keyring;
 struct snapshot {
-    struct config *cfg; /* NULL when no valid file was ever loaded */
-    unsigned long refs; /* atomic */
+    struct config *cfg;   /* NULL when no valid routing file was ever loaded */
+    struct keyring *keys; /* NULL or empty: no client key (keyless mode) */
+    unsigned long refs;   /* atomic */
 };
 
 struct state;

@@ -446,6 +446,13 @@ uint64_t *state_words(struct state *st, enum state_ns ns, const char *a, const c
     return s != NULL ? s->w : NULL;
 }
 
+uint64_t *state_find(struct state *st, enum state_ns ns, const char *a, const char *b,
+                     const char *c)
+{
+    struct slot *s = find(st, name_key(ns, a, b, c), wall_ms() / 1000);
+    return s != NULL ? s->w : NULL;
+}
+
 uint64_t state_next(struct state *st, enum state_ns ns, const char *a, const char *b)
 {
     struct slot *s = lookup(st, ns, a, b, NULL);

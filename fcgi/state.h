@@ -37,6 +37,7 @@ enum state_ns {
     STATE_NS_ROTATION = 2, /* per model: request tickets; per (model, backend): key rotation */
     STATE_NS_KEY = 3,      /* per (BaseUrl, API key): cooldown */
     STATE_NS_CIRCUIT = 4,  /* per (model, backend): circuit */
+    STATE_NS_CLIENT = 5,   /* per client key: limits, spend, last use (keys.h) */
 };
 
 /* Map the file (created 0600 if absent) with room for at least min_slots
@@ -56,6 +57,11 @@ size_t state_slots_for(size_t names);
  * be reused. */
 uint64_t *state_words(struct state *st, enum state_ns ns, const char *a, const char *b,
                       const char *c);
+
+/* The words of (ns, a, b, c) if the name has a slot, else NULL (nothing is
+ * claimed: for readers such as the admin program). */
+uint64_t *state_find(struct state *st, enum state_ns ns, const char *a, const char *b,
+                     const char *c);
 
 /* Atomically increments the counter of (ns, a, b) and returns its previous
  * value (a private counter when there is no room). */

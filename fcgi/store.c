@@ -1,8 +1,9 @@
-/* store.c - the routing file on disk: flock, temp file, fsync, rename */
+/* store.c - the routing and keys files on disk: flock, temp file, fsync, rename */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "store.h"
 #include "config.h"
+#include "keys.h"
 #include "buf.h"
 
 #include <dirent.h>
@@ -18,10 +19,29 @@
 
 #define STORE_MAX_FILE (16 * 1024 * 1024)
 
-static int lock_dir(const char *dir, char *err, size_t errlen)
+static int check_routing(const char *text, size_t len, char *why, size_t n)
+{
+    struct config *cfg = config_parse(text, len, why, n);
+    config_free(cfg);
+    return cfg != NULL ? 0 : -1;
+}
+
+static int check_keys(const char *text, size_t len, char *why, size_t n)
+{
+    struct keyring *r = keys_parse(text, len, why, n);
+    keys_free(r);
+    return r != NULL ? 0 : -1;
+}
+
+const struct store_kind store_routing = {STORE_FILE, STORE_LOCK,     STORE_TMP_PREFIX, "Models",
+                                         false,      "routing file", check_routing};
+const struct store_kind store_keys = {KEYS_FILE, KEYS_FILE ".lock", KEYS_FILE ".tmp-", "Keys",
+                                      true,      "keys file",       check_keys};
+
+static int lock_dir(const struct store_kind *k, const char *dir, char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, STORE_LOCK);
+    snprintf(path, sizeof(path), "%s/%s", dir, k->lock);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -37,7 +57,7 @@ static int lock_dir(const char *dir, char *err, size_t errlen)
     return fd;
 }
 
-static void sweep_locked(const char *dir)
+static void sweep_locked(const struct store_kind *k, const char *dir)
 {
     DIR *d = opendir(dir);
     if (d == NULL) {
@@ -45,7 +65,7 @@ static void sweep_locked(const char *dir)
     }
     struct dirent *e;
     for (e = readdir(d); e != NULL; e = readdir(d)) {
-        if (strncmp(e->d_name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) == 0) {
+        if (strncmp(e->d_name, k->tmp_prefix, strlen(k->tmp_prefix)) == 0) {
             unlinkat(dirfd(d), e->d_name, 0);
         }
     }
@@ -54,24 +74,29 @@ static void sweep_locked(const char *dir)
 
 void store_sweep(const char *dir)
 {
-    char err[256];
-    int fd = lock_dir(dir, err, sizeof(err));
-    if (fd >= 0) {
-        sweep_locked(dir);
-        close(fd);
+    const struct store_kind *kinds[] = {&store_routing, &store_keys};
+    for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
+        char err[256];
+        int fd = lock_dir(kinds[i], dir, err, sizeof(err));
+        if (fd >= 0) {
+            sweep_locked(kinds[i], dir);
+            close(fd);
+        }
     }
 }
 
-cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errlen)
+cJSON *store_read_kind(const struct store_kind *k, const char *dir, enum store_status *st,
+                       char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
+    snprintf(path, sizeof(path), "%s/%s", dir, k->file);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
             *st = STORE_OK;
             cJSON *root = cJSON_CreateObject();
-            cJSON_AddItemToObject(root, "Models", cJSON_CreateObject());
+            cJSON_AddItemToObject(root, k->member,
+                                  k->member_array ? cJSON_CreateArray() : cJSON_CreateObject());
             return root;
         }
         *st = STORE_IO;
@@ -93,23 +118,20 @@ cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errl
     /* the same checks the responder applies, so the admin never builds on a
      * file the proxy would refuse */
     char why[512];
-    struct config *cfg = config_parse(data, got, why, sizeof(why));
-    if (cfg == NULL) {
+    if (k->check(data, got, why, sizeof(why)) != 0) {
         free(data);
         *st = STORE_CORRUPT;
         snprintf(err, errlen,
-                 "the routing file %s is invalid (%s); it is left as it is: fix or remove it by "
-                 "hand",
-                 path, why);
+                 "the %s %s is invalid (%s); it is left as it is: fix or remove it by hand",
+                 k->what, path, why);
         return NULL;
     }
-    config_free(cfg);
     cJSON_Minify(data);
     cJSON *root = cJSON_Parse(data);
     free(data);
     *st = root != NULL ? STORE_OK : STORE_CORRUPT;
     if (root == NULL) {
-        snprintf(err, errlen, "the routing file %s is invalid", path);
+        snprintf(err, errlen, "the %s %s is invalid", k->what, path);
     }
     return root;
 }
@@ -131,12 +153,13 @@ static int write_all(int fd, const char *p, size_t n)
 }
 
 /* Writes text next to the file and renames it into place. */
-static enum store_status replace_file(const char *dir, const char *text, char *err, size_t errlen)
+static enum store_status replace_file(const struct store_kind *k, const char *dir, const char *text,
+                                      char *err, size_t errlen)
 {
     char tmp[PATH_MAX];
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, STORE_FILE);
-    snprintf(tmp, sizeof(tmp), "%s/%sXXXXXX", dir, STORE_TMP_PREFIX);
+    snprintf(path, sizeof(path), "%s/%s", dir, k->file);
+    snprintf(tmp, sizeof(tmp), "%s/%sXXXXXX", dir, k->tmp_prefix);
     int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
     if (fd < 0) {
         snprintf(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
@@ -163,19 +186,19 @@ static enum store_status replace_file(const char *dir, const char *text, char *e
     return STORE_OK;
 }
 
-enum store_status store_update(const char *dir,
-                               int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
-                               void *ud, char *err, size_t errlen)
+enum store_status store_update_kind(const struct store_kind *k, const char *dir,
+                                    int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
+                                    void *ud, char *err, size_t errlen)
 {
     enum store_status st;
     cJSON *root = NULL;
     char *text = NULL;
-    int lock = lock_dir(dir, err, errlen);
+    int lock = lock_dir(k, dir, err, errlen);
     if (lock < 0) {
         return STORE_IO;
     }
-    sweep_locked(dir);
-    root = store_read(dir, &st, err, errlen);
+    sweep_locked(k, dir);
+    root = store_read_kind(k, dir, &st, err, errlen);
     if (root == NULL) {
         goto out;
     }
@@ -190,17 +213,27 @@ enum store_status store_update(const char *dir,
         goto out;
     }
     char why[512];
-    struct config *cfg = config_parse(text, strlen(text), why, sizeof(why));
-    if (cfg == NULL) {
+    if (k->check(text, strlen(text), why, sizeof(why)) != 0) {
         st = STORE_REJECTED;
         snprintf(err, errlen, "%s", why);
         goto out;
     }
-    config_free(cfg);
-    st = replace_file(dir, text, err, errlen);
+    st = replace_file(k, dir, text, err, errlen);
 out:
     free(text);
     cJSON_Delete(root);
     close(lock); /* releases the flock */
     return st;
+}
+
+cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errlen)
+{
+    return store_read_kind(&store_routing, dir, st, err, errlen);
+}
+
+enum store_status store_update(const char *dir,
+                               int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
+                               void *ud, char *err, size_t errlen)
+{
+    return store_update_kind(&store_routing, dir, change, ud, err, errlen);
 }

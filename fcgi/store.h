@@ -1,9 +1,10 @@
-/* store.h - the routing file on disk: flock, temp file, fsync, rename */
+/* store.h - the routing and keys files on disk: flock, temp file, fsync, rename */
 /* SPDX-License-Identifier: MIT */
 #ifndef LLMPROXY_STORE_H
 #define LLMPROXY_STORE_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define STORE_FILE "dynamic_routing.json"
@@ -19,6 +20,27 @@ enum store_status {
     STORE_CORRUPT = -3,   /* the file on disk is invalid: nothing is written over it */
     STORE_IO = -4,        /* a system call failed */
 };
+
+/* A file kept this way: the routing file (dynamic_routing.json, {"Models":
+ * {...}}) or the keys file (client_keys.json, {"Keys": [...]}). */
+struct store_kind {
+    const char *file;
+    const char *lock;
+    const char *tmp_prefix;
+    const char *member; /* the root object's one required member */
+    bool member_array;  /* an array (else an object) */
+    const char *what;   /* for messages */
+    int (*check)(const char *text, size_t len, char *why, size_t n); /* 0: valid */
+};
+extern const struct store_kind store_routing;
+extern const struct store_kind store_keys;
+
+/* store_read and store_update for either file. */
+cJSON *store_read_kind(const struct store_kind *k, const char *dir, enum store_status *st,
+                       char *err, size_t errlen);
+enum store_status store_update_kind(const struct store_kind *k, const char *dir,
+                                    int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
+                                    void *ud, char *err, size_t errlen);
 
 /* Reads the routing file as a tree the caller frees with cJSON_Delete. A
  * missing file reads as {"Models":{}}. NULL with a message when it is not

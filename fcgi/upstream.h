@@ -50,7 +50,7 @@ struct upstream_handler {
 /* The request body in up to UPSTREAM_MAX_PIECES pieces sent one after the
  * other (the client's body around a replaced model name); they must live
  * until the transfer ends. */
-#define UPSTREAM_MAX_PIECES 3
+#define UPSTREAM_MAX_PIECES 5
 struct upstream_piece {
     const char *p;
     size_t n;

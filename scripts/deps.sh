@@ -12,6 +12,7 @@ have_cmd cc || need="$need gcc"
 have_cmd make || need="$need make"
 have_header curl/curl.h || need="$need libcurl4-openssl-dev"
 have_header cjson/cJSON.h || need="$need libcjson-dev"
+have_header sqlite3.h || need="$need libsqlite3-dev"
 have_cmd lighttpd || need="$need lighttpd"
 if [ "$what" = test ] || [ "${LLMPROXY_SERVER:-lighttpd}" = apache ]; then
     have_cmd apache2 || need="$need apache2"

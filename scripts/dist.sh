@@ -2,8 +2,9 @@
 # make dist: build/dist/llmproxy-VERSION-linux-x86_64.tar.gz, the upload for a
 # shared host where nothing can be installed. The programs are built inside a
 # Debian 11 (bullseye) chroot, so they need only glibc 2.31 or newer; cJSON
-# (from Debian's source package) is compiled in, libcurl.so.4 (on practically
-# every host) is linked dynamically. Needs root and a Debian mirror.
+# (from Debian's source package) and SQLite (bullseye-security's static
+# library) are compiled in, libcurl.so.4 (on practically every host) is
+# linked dynamically. Needs root and a Debian mirror.
 #   DIST_SUITE   the Debian release to build on (bullseye)
 #   DIST_CACHE   where the build chroot is kept between runs
 set -eu
@@ -29,6 +30,7 @@ if [ ! -f "$cache/.llmproxy-ready" ]; then
     # the source with Debian's security fixes (bullseye-security carries cJSON's)
     echo "deb-src $mirror $suite main" >> "$cache/etc/apt/sources.list"
     echo "deb-src ${mirror%/debian}/debian-security $suite-security main" >> "$cache/etc/apt/sources.list"
+    echo "deb ${mirror%/debian}/debian-security $suite-security main" >> "$cache/etc/apt/sources.list"
     chroot "$cache" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends gcc libc6-dev libcurl4-openssl-dev dpkg-dev patch xz-utils >/dev/null'
     # Debian's cJSON source: the upstream tarball and Debian's patches (its
@@ -44,6 +46,14 @@ if [ ! -f "$cache/.llmproxy-ready" ]; then
         dir=$(ls -d cJSON-*/ | head -1) && tar xJf "$deb" -C "$dir" &&
         cd "$dir" && for p in $(grep -v "^#" debian/patches/series); do patch -s -p1 < "debian/patches/$p"; done'
 fi
+# SQLite, linked statically, with the security fixes (chroots made before it
+# was needed get it here)
+if ! chroot "$cache" dpkg -s libsqlite3-dev >/dev/null 2>&1; then
+    sec="deb ${mirror%/debian}/debian-security $suite-security main"
+    grep -qxF "$sec" "$cache/etc/apt/sources.list" || echo "$sec" >> "$cache/etc/apt/sources.list"
+    chroot "$cache" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends libsqlite3-dev >/dev/null'
+fi
 cjson=$(ls -d "$cache"/src/cjson/cJSON-*/ 2>/dev/null | head -1)
 [ -n "$cjson" ] && touch "$cache/.llmproxy-ready"
 [ -f "$cjson/cJSON.c" ] || { echo "make dist: no cJSON source in $cache/src/cjson" >&2; exit 1; }
@@ -52,18 +62,21 @@ work="$cache/build"
 rm -rf "$work"
 mkdir -p "$work/include/cjson" "$work/src"
 cp "$root"/fcgi/*.c "$root"/fcgi/*.h "$work/src/"
-cp "$root/build/gen/admin_page.c" "$work/src/"
+cp "$root/build/gen/admin_page.c" "$root/etc/dist/glibc_compat.c" "$work/src/"
 cp "$cjson/cJSON.c" "$work/src/"
 cp "$cjson/cJSON.h" "$work/include/cjson/"
 cp "$cjson/cJSON.h" "$work/src/"
 proxy=$(cd "$root" && make -s --no-print-directory print-PROXY)
 admin=$(cd "$root" && make -s --no-print-directory print-ADMIN)
 srcs() { for m in "$@"; do printf 'src/%s.c ' "$m"; done; }
+# SQLite static; its two calls of newer glibc versions go to the base ones
+# (etc/dist/glibc_compat.c)
+sqlite="src/glibc_compat.c -Wl,--wrap=fcntl64 -Wl,--wrap=log -Wl,-Bstatic -lsqlite3 -Wl,-Bdynamic -ldl -lpthread -lm"
 flags="-std=c17 -O2 -g0 -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Iinclude -Isrc -Wall -Werror"
 # shellcheck disable=SC2046
 chroot "$cache" sh -c "cd /build && \
-    gcc $flags $(srcs $proxy) src/cJSON.c -o llmproxy.fcgi -lcurl -lpthread -s && \
-    gcc $flags $(srcs $admin) src/cJSON.c -o llmproxy-admin.fcgi -lpthread -s"
+    gcc $flags $(srcs $proxy) src/cJSON.c -o llmproxy.fcgi -lcurl $sqlite -s && \
+    gcc $flags $(srcs $admin) src/cJSON.c -o llmproxy-admin.fcgi $sqlite -s"
 
 # the newest glibc symbol version the programs ask for is their floor
 floor=$(objdump -T "$work/llmproxy.fcgi" "$work/llmproxy-admin.fcgi" |

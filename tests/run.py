@@ -178,6 +178,7 @@ def run_e2e(server_name):
     import test_real_world  # noqa: F401
     import test_fastcgi  # noqa: F401
     import test_access  # noqa: F401
+    import test_keys  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks an unpacked shared-hosting tarball served by an Apache on PORT, from
-outside: chat, an unbuffered stream, a failover, the admin page in Chromium.
+outside: chat, an unbuffered stream, a failover, the admin page in Chromium,
+client keys with a limit, usage.
 usage: check_dist.py NAME PORT ACCOUNT_HOME   (run by scripts/dist_test.sh)"""
 
 import json
@@ -62,6 +63,27 @@ try:
     bad = [l for l in lines if l.startswith("not ok")]
     ok(p.returncode == 0 and lines and not bad, "admin page in Chromium: sign in, edit, save (%d checks)"
        % len(lines), "; ".join(bad)[:500] or p.stderr[-500:])
+    # client keys: limits and usage kept by the CGI processes (SQLite compiled in)
+    auth = {"Authorization": "Bearer " + tok}
+    r = fetch(port, "POST", "/admin/keys", {"Name": "dist", "Rpm": 2}, auth)
+    ok(r.status == 201 and r.json().get("Key", "").startswith("sk-llmp-"), "a client key is made",
+       "%s %r" % (r.status, r.body[:200]))
+    key = r.json().get("Key", "") if r.status == 201 else ""
+    ok(chat(port, "m").status == 401, "with a key made, a request without one is refused")
+    codes = [chat(port, "m", headers={"Authorization": "Bearer " + key}).status for _ in range(3)]
+    ok(codes == [200, 200, 429], "Rpm 2 holds across CGI processes", str(codes))
+    rows = []
+    for _ in range(20):
+        rows = fetch(port, "GET", "/admin/usage?group_by=key", None, auth).json().get("Usage", [])
+        if [x for x in rows if x.get("Key") == "dist" and x.get("Requests") == 2]:
+            break
+        time.sleep(0.1)
+    ok([x for x in rows if x.get("Key") == "dist" and x.get("Requests") == 2], "usage shows them", str(rows))
+    db = os.path.join(state, "usage.db")
+    ok(os.path.exists(db) and os.stat(db).st_uid == st.st_uid and (os.stat(db).st_mode & 0o777) == 0o600,
+       "usage.db is the account's, 0600")
+    if r.status == 201:
+        fetch(port, "DELETE", "/admin/keys/" + r.json()["Id"], None, auth)
 finally:
     up.stop()
 sys.exit(1 if failed else 0)

@@ -28,6 +28,9 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
   fat=KB      each SSE chunk carries KB kilobytes of padding (a fast, large stream)
   onlymodel=M `status` applies only to requests for model M  bighdr=N    the answer carries an x-request-id of N characters
   cut=1       a plain (non-stream) 200 sent chunked, broken off halfway
+  ptok=N      the answer's usage: N prompt tokens (10), ctok=N completion tokens (20),
+  cached=N    of which N cached (0); streams send usage only when stream_options.include_usage
+  nousage=1   the answer reports no usage at all
   trailer=1   a chunked answer (streamed or not) that ends with a trailer field
   reset=1     read the request, then close the connection without answering
 
@@ -70,6 +73,14 @@ class State:
             n = self.counts.get(spec, 0) + 1
             self.counts[spec] = n
             return n
+
+
+def usage_of(spec):
+    p, c = int(spec.get("ptok", "10")), int(spec.get("ctok", "20"))
+    u = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    if "cached" in spec:
+        u["prompt_tokens_details"] = {"cached_tokens": int(spec["cached"])}
+    return u
 
 
 def req_model(raw):
@@ -230,18 +241,24 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _wait_gone(self, seconds):
-        """Sleeps, returning early once the client closed the connection."""
+        """Sleeps, returning early once the client closed the connection. The
+        socket's timeout is put back: the connection may serve more requests."""
         end = time.time() + seconds
+        before = self.connection.gettimeout()
         self.connection.settimeout(0.05)
-        while time.time() < end:
-            try:
-                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+        try:
+            while time.time() < end:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return True
+                    time.sleep(0.01)  # bytes of a next request: not gone
+                except (socket.timeout, BlockingIOError):
+                    pass
+                except OSError:
                     return True
-            except (socket.timeout, BlockingIOError):
-                pass
-            except OSError:
-                return True
-        return False
+            return False
+        finally:
+            self.connection.settimeout(before)
 
     def do_POST(self):
         st = self.server.state
@@ -349,6 +366,8 @@ class Handler(BaseHTTPRequestHandler):
                    "backend": name, "path": self.path,
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                 "finish_reason": "stop"}]}
+        if not spec.get("nousage"):
+            obj["usage"] = usage_of(spec)
         self._json(200, obj)
 
     def _stream(self, spec, req, name):
@@ -377,6 +396,8 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
             return
         pad = "p" * (int(spec["fat"]) * 1024) if "fat" in spec else None
+        so = req.get("stream_options")
+        with_usage = isinstance(so, dict) and so.get("include_usage") is True and not spec.get("nousage")
         chunks = int(spec.get("chunks", "3"))
         gap = int(spec.get("gap", "0")) / 1000.0
         drop = int(spec.get("drop", "-1"))
@@ -395,12 +416,18 @@ class Handler(BaseHTTPRequestHandler):
                   "choices": [{"index": 0, "delta": {"content": "tok%d " % i}}]}
             if pad is not None:
                 ev["pad"] = pad
+            if with_usage:
+                ev["usage"] = None
             try:
                 self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
             except OSError:
                 self.close_connection = True
                 return
             i += 1
+        if with_usage:
+            ev = {"id": "cu", "object": "chat.completion.chunk", "model": req.get("model"),
+                  "choices": [], "usage": usage_of(spec)}
+            self._chunk(b"data: " + json.dumps(ev).encode() + b"\n\n")
         self._chunk(b"data: [DONE]\n\n")
         if spec.get("trailer"):
             self.wfile.write(b"0\r\nX-Checksum: abc\r\n\r\n")

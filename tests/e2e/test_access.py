@@ -21,6 +21,13 @@ class Netns:
         self.host_if, self.ns_if = "llh%d" % os.getpid(), "lln%d" % os.getpid()
         self.host_ip, self.ns_ip = "10.211.%d.1" % n, "10.211.%d.2" % n
         sh("ip", "netns", "add", self.name)
+        try:
+            self._wire()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wire(self):
         sh("ip", "link", "add", self.host_if[:15], "type", "veth", "peer", "name", self.ns_if[:15])
         sh("ip", "link", "set", self.ns_if[:15], "netns", self.name)
         sh("ip", "addr", "add", self.host_ip + "/30", "dev", self.host_if[:15])
@@ -30,7 +37,9 @@ class Netns:
         self.run("ip", "link", "set", "lo", "up")
 
     def run(self, *cmd):
-        return sh("ip", "netns", "exec", self.name, *cmd)
+        # nsenter joins only the network namespace; "ip netns exec" also
+        # remounts /sys, which fails inside a chroot
+        return sh("nsenter", "--net=/run/netns/" + self.name, *cmd)
 
     def curl(self, url, *args):
         """(status, body) of a request from inside the namespace."""

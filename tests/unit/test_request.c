@@ -87,5 +87,44 @@ int main(void)
        "only the model value changes, escaped: %s", out.data);
     buf_cleanup(&out);
     ok(strlen(request_status_message(REQUEST_NO_MODEL)) > 0, "messages exist");
+    /* asking a stream for its usage: where the body changes, and how */
+    static const struct {
+        const char *in, *out;
+        int asked;
+    } usage[] = {
+        {"{\"model\":\"m\",\"stream\":true}",
+         "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}", 0},
+        {"{\"model\":\"m\" , \"stream\":true }  ",
+         "{\"model\":\"m\" , \"stream\":true ,\"stream_options\":{\"include_usage\":true}}  ", 0},
+        {"{\"model\":\"m\",\"stream_options\":{\"include_usage\":true}}", NULL, 1},
+        {"{\"model\":\"m\",\"stream_options\":{}}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true}}", 0},
+        {"{\"model\":\"m\",\"stream_options\":{\"x\":1}}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true,\"x\":1}}", 0},
+        {"{\"model\":\"m\",\"stream_options\":{\"x\":1,\"include_usage\":false}}",
+         "{\"model\":\"m\",\"stream_options\":{\"x\":1,\"include_usage\":true}}", 0},
+        {"{\"model\":\"m\",\"stream_options\":null}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true}}", 0},
+        {"{\"stream_options\":{\"a\":{\"include_usage\":true}},\"model\":\"m\"}",
+         "{\"stream_options\":{\"include_usage\":true,\"a\":{\"include_usage\":true}},\"model\":"
+         "\"m\"}",
+         0},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(usage); i++) {
+        struct request_info ui;
+        const char *src = usage[i].in;
+        int rs = request_scan(src, strlen(src), &ui, NULL);
+        struct request_edit e;
+        enum request_usage u = request_usage_edit(src, strlen(src), &ui, &e);
+        char edited[512] = "";
+        if (u == REQUEST_USAGE_ADDED) {
+            snprintf(edited, sizeof(edited), "%.*s%.*s%s", (int)e.off, src, (int)e.ins_len, e.ins,
+                     src + e.off + e.del);
+        }
+        ok(rs == REQUEST_OK &&
+               (usage[i].asked ? u == REQUEST_USAGE_ASKED
+                               : u == REQUEST_USAGE_ADDED && strcmp(edited, usage[i].out) == 0),
+           "include_usage for %s -> %s", src, usage[i].asked ? "asked already" : edited);
+    }
     return tap_done();
 }

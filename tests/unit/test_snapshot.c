@@ -72,11 +72,39 @@ int main(void)
     fclose(f);
     struct stat sb;
     stat(path, &sb);
-    struct timespec times[2] = {sb.st_atim, seen.mtime};
+    struct timespec times[2] = {sb.st_atim, routing.seen.mtime};
     utimensat(AT_FDCWD, path, times, 0); /* hide the change from mtime */
     state_next(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
     s = snapshot_acquire();
     ok(strcmp(first_backend(s), "bbb") == 0, "the change counter forces a reload");
+    snapshot_release(s);
+
+    /* the keys file beside it */
+    char kpath[600];
+    snprintf(kpath, sizeof(kpath), "%s/client_keys.json", dir);
+    s = snapshot_acquire();
+    ok(s->keys == NULL, "no keys file: keyless");
+    snapshot_release(s);
+    FILE *kf = fopen(kpath, "w");
+    fputs("{\"Keys\":[{\"Id\":\"key_a\",\"Name\":\"a\",\"Prefix\":\"sk-llmp-abcd\",\"Hash\":"
+          "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"}]}",
+          kf);
+    fclose(kf);
+    s = snapshot_acquire();
+    ok(s->keys != NULL && s->keys->n == 1 && keys_find(s->keys, "hello") != NULL,
+       "a keys file is picked up by the next call");
+    snapshot_release(s);
+    kf = fopen(kpath, "w");
+    fputs("{\"Keys\": [ broken", kf);
+    fclose(kf);
+    s = snapshot_acquire();
+    ok(s->keys != NULL && s->keys->n == 1,
+       "a broken keys file keeps the last good keys (not keyless)");
+    ok(strcmp(first_backend(s), "bbb") == 0, "and the routing file as it was");
+    snapshot_release(s);
+    unlink(kpath);
+    s = snapshot_acquire();
+    ok(s->keys == NULL, "a deleted keys file: keyless again");
     snapshot_release(s);
 
     /* what the check costs on the hot path */
