@@ -8,6 +8,7 @@
 #include "reply.h"
 #include "state.h"
 #include "store.h"
+#include "usage.h"
 #include "utctime.h"
 
 #include <limits.h>
@@ -42,8 +43,9 @@ static struct state *open_state(struct admin *a)
 }
 
 /* A stored key as the API shows it: no Hash; LastUsedAt and the Usage of
- * its current budget period from the shared counters. */
-static cJSON *view(const cJSON *stored, struct state *st)
+ * its current budget period from the shared counters, or from usage.db
+ * while no request has loaded them (a new state, a period just changed). */
+static cJSON *view(const cJSON *stored, struct state *st, const char *dir)
 {
     cJSON *v = cJSON_Duplicate(stored, true);
     cJSON_DeleteItemFromObjectCaseSensitive(v, "Hash");
@@ -71,7 +73,14 @@ static cJSON *view(const cJSON *stored, struct state *st)
     }
     cJSON *u = cJSON_CreateObject();
     uint64_t rq = 0, pt = 0, ct = 0, cost = 0;
-    if (w != NULL) {
+    uint64_t spent[4];
+    if ((w == NULL || __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) == 0) &&
+        usage_spend_since(dir, id, keys_period_start(period, (int64_t)time(NULL)), spent) == 0) {
+        rq = spent[KEYS_W_REQUESTS];
+        pt = spent[KEYS_W_PROMPT];
+        ct = spent[KEYS_W_COMPLETION];
+        cost = spent[KEYS_W_COST_MICRO];
+    } else if (w != NULL) {
         rq = __atomic_load_n(&w[KEYS_W_REQUESTS], __ATOMIC_RELAXED);
         pt = __atomic_load_n(&w[KEYS_W_PROMPT], __ATOMIC_RELAXED);
         ct = __atomic_load_n(&w[KEYS_W_COMPLETION], __ATOMIC_RELAXED);
@@ -123,7 +132,7 @@ enum store_status admin_key_create(struct admin *a, const cJSON *posted, char *s
     *out = NULL;
     if (st == STORE_OK) {
         admin_bump_generation(a);
-        *out = view(cc.made, NULL);
+        *out = view(cc.made, NULL, a->dir);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(cc.made, "Name");
         LOG_INFO("admin: client key '%s' created", cJSON_IsString(name) ? name->valuestring : "?");
     }
@@ -162,7 +171,7 @@ enum store_status admin_key_update(struct admin *a, const char *id, const cJSON 
     if (st == STORE_OK) {
         admin_bump_generation(a);
         struct state *s = open_state(a);
-        *out = view(uc.result, s);
+        *out = view(uc.result, s, a->dir);
         state_close(s);
         LOG_INFO("admin: client key %s changed", id);
     }
@@ -206,7 +215,7 @@ cJSON *admin_keys_list(struct admin *a, enum store_status *st, char *err, size_t
     const cJSON *k;
     cJSON_ArrayForEach(k, keys_array(root))
     {
-        cJSON_AddItemToArray(list, view(k, s));
+        cJSON_AddItemToArray(list, view(k, s, a->dir));
     }
     state_close(s);
     cJSON_Delete(root);

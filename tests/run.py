@@ -223,16 +223,45 @@ def run_e2e(server_name):
         print("        (state and log kept in %s)" % srv.state)
 
 
+def seed_usage(srv):
+    """Puts hourly usage rows on two past days into the instance's usage.db, as
+    the programs write them, so the Usage chart has known bars: day 1 1000
+    tokens of seed-alpha, day 2 3000 of seed-alpha stacked on 1000 of seed-beta."""
+    import sqlite3
+    from harness import fetch
+    from test_admin import token
+    # an admin usage query makes usage.db (with its tables) if no request has yet
+    fetch(srv.port, "GET", "/admin/usage", None, {"Authorization": "Bearer " + token()})
+    today = int(time.time() // 86400)
+    d1, d2 = today - 5, today - 3
+    rows = [(d1 * 24 + 10, "seed-a", "seed-alpha", 600, 400, 500000),
+            (d2 * 24 + 9, "seed-a", "seed-alpha", 2000, 1000, 1500000),
+            (d2 * 24 + 15, "seed-b", "seed-beta", 500, 500, 250000)]
+    db = sqlite3.connect(os.path.join(srv.state, "usage.db"), timeout=10)
+    with db:
+        for hour, kid, name, prompt, completion, cost in rows:
+            db.execute("INSERT OR REPLACE INTO hourly VALUES(?,?,?,?,?,1,0,?,?,0,?)",
+                       (hour, kid, name, "seed/model", "seed-backend", prompt, completion, cost))
+    db.close()
+    day = lambda d: time.strftime("%Y-%m-%d", time.gmtime(d * 86400))  # noqa: E731
+    return {"from": day(today - 6), "to": day(today - 1)}
+
+
 def run_browser(srv, up):
     """The admin page in headless Chromium (tests/e2e/browser_admin.mjs, TAP)."""
     script = os.path.join(ROOT, "tests", "e2e", "browser_admin.mjs")
     with open(os.path.join(srv.state, "admin.token")) as f:
         token = f.read().strip()
+    env = dict(os.environ)
+    try:
+        env["SEED_USAGE"] = json.dumps(seed_usage(srv))
+    except Exception as e:  # noqa: BLE001
+        report(False, "browser: usage rows for the chart are seeded", str(e))
     t0 = time.time()
     try:
         p = subprocess.run(["node", script, str(srv.port), token, up.url("name=browser"), srv.state],
                            capture_output=True, text=True, errors="replace", timeout=180,
-                           cwd=os.path.join(ROOT, "tests", "e2e"))
+                           cwd=os.path.join(ROOT, "tests", "e2e"), env=env)
     except (OSError, subprocess.TimeoutExpired) as e:
         report(False, "browser: admin page in Chromium", str(e))
         return

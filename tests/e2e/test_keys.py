@@ -314,3 +314,27 @@ def budget_survives_restart_and_lost_state():
     finally:
         srv.stop()
     assert not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports())[-3000:]
+
+
+@test
+def budget_period_change_counts_what_was_spent():
+    """Changing a key's BudgetPeriod: its Usage and its budget cover the new
+    period's spend so far (from usage.db), not zero."""
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=per+ptok=10+ctok=20"))]}})
+    with keyed():
+        made = make(Name="period-key", BudgetPeriod="month")
+        k = made["Key"]
+        for _ in range(2):
+            assert chat(Env.port(), "m", headers=bearer(k)).status == 200
+
+        def used():
+            return kadmin("GET", "/" + made["Id"]).json()["Usage"]
+        assert used()["Requests"] == 2, used()
+        # the usage writer stores a finished request within a second
+        assert wait_for(lambda: [x for x in usage_rows(group_by="key") if x.get("Key") == "period-key"
+                                 and x["Requests"] == 2], 3)
+        r = kadmin("POST", "/" + made["Id"], {"BudgetPeriod": "day", "BudgetTokens": 60})
+        assert r.status == 200 and r.json()["Usage"]["Requests"] == 2, r.body
+        assert used() == {"Requests": 2, "PromptTokens": 20, "CompletionTokens": 40, "CostUsd": 0}, used()
+        r = chat(Env.port(), "m", headers=bearer(k))
+        assert r.status == 429 and r.json()["error"]["code"] == "insufficient_quota", r.body
