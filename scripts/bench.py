@@ -112,7 +112,7 @@ class StreamClient:
             self.sock = socket.create_connection(("127.0.0.1", self.port))
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
-        req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        req = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                "Content-Length: %d\r\n\r\n" % (self.path, len(body))).encode() + body
         t0 = time.time()
         self.sock.sendall(req)
@@ -181,6 +181,28 @@ def main():
         procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], env, lp_log))
         wait_port(lp_port)
 
+        # a second llmproxy whose clients need a key: one with every check on (a
+        # model list, Rpm and Tpm buckets, a budget), against the keyless first
+        kp_port = free_port()
+        kstate = os.path.join(work, "state-keyed")
+        os.makedirs(kstate)
+        write_routing(os.path.join(kstate, "dynamic_routing.json"), {
+            "bench": {"Strategy": "Failover", "Backends": [{
+                "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/v1" % up_port, "ApiKeys": ["k"],
+                "InputCostPerMTok": 1, "OutputCostPerMTok": 2}]}})
+        kenv = dict(os.environ, LLMPROXY_PORT=str(kp_port), LLMPROXY_STATE_DIR=kstate)
+        client_key = subprocess.run(
+            [os.path.join(ROOT, "cgi-bin", "llmproxy-admin.fcgi"), "--add-key", "bench",
+             "--models", "bench", "--rpm", "1000000000", "--tpm", "1000000000",
+             "--budget-usd", "1000000000", "--period", "month"],
+            env=kenv, capture_output=True, text=True, check=True).stdout.strip()
+        keyed_script = os.path.join(work, "post-keyed.lua")
+        with open(keyed_script, "w") as f:
+            f.write(WRK_LUA + 'wrk.headers["Authorization"] = "Bearer %s"\n' % client_key)
+        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], kenv,
+                           os.path.join(work, "llmproxy-keyed.log")))
+        wait_port(kp_port)
+
         # lighttpd's own mod_proxy to the same upstream: the floor for any proxy behind it
         mp_port = free_port()
         conf = os.path.join(work, "modproxy.conf")
@@ -204,10 +226,12 @@ def main():
             variants = {
                 "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
                 "llmproxy": "http://127.0.0.1:%d/v1/chat/completions" % lp_port,
+                "llmp+key": "http://127.0.0.1:%d/v1/chat/completions" % kp_port,
                 "mod_proxy": "http://127.0.0.1:%d/v1/chat/completions" % mp_port,
             }
-            for url in variants.values():  # warm up connections and caches
-                wrk(url, 32, 1, script)
+            scripts = {v: keyed_script if v == "llmp+key" else script for v in variants}
+            for v, url in variants.items():  # warm up connections and caches
+                wrk(url, 32, 1, scripts[v])
             res = {(v, c): [] for v in variants for c in (1, 32)}
             reuse = {"llmproxy": [0, 0], "mod_proxy": [0, 0]}  # connections opened, requests
             for r in range(args.rounds):
@@ -215,7 +239,7 @@ def main():
                 for c in (1, 32):
                     for v in order:
                         before = upstream_stats(up_port)
-                        res[(v, c)].append(wrk(variants[v], c, args.seconds, script))
+                        res[(v, c)].append(wrk(variants[v], c, args.seconds, scripts[v]))
                         after = upstream_stats(up_port)
                         if v in reuse:
                             reuse[v][0] += after["accepted"] - before["accepted"]
@@ -242,6 +266,15 @@ def main():
                           med("llmproxy", c, "p50") - med("direct", c, "p50"),
                           med("llmproxy", c, "p99") - med("direct", c, "p99"),
                           med("mod_proxy", c, "p50") - med("direct", c, "p50")))
+
+            print("client key (model list, Rpm, Tpm, budget) vs keyless: throughput at 32 conns "
+                  "%.3f; added p50 at 1 conn %+.1f us, at 32 conns %+.1f us" % (
+                      med("llmp+key", 32, "rps") / med("llmproxy", 32, "rps"),
+                      1000 * (med("llmp+key", 1, "p50") - med("llmproxy", 1, "p50")),
+                      1000 * (med("llmp+key", 32, "p50") - med("llmproxy", 32, "p50"))))
+            kerr = sum(x["errors"] for c in (1, 32) for x in res[("llmp+key", c)])
+            if kerr:
+                print("WARNING: %d non-2xx answers with the client key" % kerr)
 
             for v, (conns, reqs) in reuse.items():
                 print("%s opened %d upstream connections for %d requests (%.2f per 1000)" % (

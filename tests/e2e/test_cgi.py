@@ -108,6 +108,47 @@ def cgi_admin_page_and_api():
 
 
 @test(servers=("lighttpd",))
+def cgi_keys_limits_budgets_and_usage():
+    """Client keys under mod_cgi, where every request is its own process: the
+    limits and the budget hold across them, and each process's usage reaches
+    usage.db when it exits."""
+    p = cgi_port()
+    request(p, "GET", "/admin/keys", None, {"Authorization": "Bearer nope"})  # makes the token
+    adm = {"Authorization": "Bearer " + open(os.path.join(Cgi.server.state, "admin.token")).read().strip(),
+           "Content-Type": "application/json"}
+    routing({"ck": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-keys+ptok=10+ctok=20"))]}})
+    s, _, b = request(p, "POST", "/admin/keys", json.dumps({"Name": "cgi-rpm", "Rpm": 3}), adm)
+    assert s == 201, (s, b)
+    rpm = json.loads(b)
+    s, _, b = request(p, "POST", "/admin/keys", json.dumps({"Name": "cgi-budget", "BudgetTokens": 60}), adm)
+    assert s == 201, (s, b)
+    bud = json.loads(b)
+    try:
+        r = chat(p, "ck")
+        assert r.status == 401 and r.json()["error"]["code"] == "invalid_api_key", r.body
+        got = [chat(p, "ck", headers={"Authorization": "Bearer " + rpm["Key"]}) for _ in range(4)]
+        assert [x.status for x in got] == [200, 200, 200, 429], [x.status for x in got]
+        assert got[3].json()["error"]["code"] == "rate_limit_exceeded" and int(got[3].headers["retry-after"][0]) >= 1
+        assert got[0].headers["x-ratelimit-limit-requests"] == ["3"], got[0].headers
+        bk = {"Authorization": "Bearer " + bud["Key"]}
+        assert chat(p, "ck", headers=bk).status == 200
+        r = chat(p, "ck", headers=bk, stream=True)
+        assert r.status == 200 and r.events()[-1] == "[DONE]", r.body
+        r = chat(p, "ck", headers=bk)
+        assert r.status == 429 and r.json()["error"]["code"] == "insufficient_quota", r.body
+
+        def rows():
+            s, _, b = request(p, "GET", "/admin/usage?group_by=key", None, adm)
+            return {x["Key"]: x for x in json.loads(b)["Usage"]} if s == 200 else {}
+        assert wait_for(lambda: rows().get("cgi-budget", {}).get("Requests") == 2 and
+                        rows().get("cgi-rpm", {}).get("Requests") == 3, 3), rows()
+        assert rows()["cgi-budget"]["PromptTokens"] == 20 and rows()["cgi-budget"]["CompletionTokens"] == 40
+    finally:
+        for k in (rpm, bud):
+            request(p, "DELETE", "/admin/keys/" + k["Id"], None, adm)
+
+
+@test(servers=("lighttpd",))
 def cgi_stop_and_sanitizers():
     if Cgi.server is None:
         return
