@@ -14,12 +14,20 @@ def sh(*cmd, check=True):
     return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
 
 
+def netns_dir_mounted():
+    """/run/netns is a mount point (a bind mount of itself: os.path.ismount cannot tell)."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == "/run/netns" for line in f)
+
+
 class Netns:
     def __init__(self):
         n = os.getpid() % 200
         self.name = "llmp%d" % os.getpid()
         self.host_if, self.ns_if = "llh%d" % os.getpid(), "lln%d" % os.getpid()
         self.host_ip, self.ns_ip = "10.211.%d.1" % n, "10.211.%d.2" % n
+        # "ip netns add" makes /run/netns a mount point when it is not one yet
+        self.mounted_before = netns_dir_mounted()
         sh("ip", "netns", "add", self.name)
         try:
             self._wire()
@@ -50,6 +58,11 @@ class Netns:
     def close(self):
         sh("ip", "netns", "del", self.name, check=False)
         sh("ip", "link", "del", self.host_if[:15], check=False)
+        # leave no mount of ours behind (a chroot's /run/netns would keep it busy)
+        for _ in range(3):
+            if self.mounted_before or not netns_dir_mounted() or os.listdir("/run/netns"):
+                break
+            sh("umount", "/run/netns", check=False)
 
 
 @test
