@@ -1,0 +1,151 @@
+"""Client keys through the official OpenAI Node SDK (tests/e2e/sdk_openai.mjs,
+npm `openai` pinned in tests/e2e/package.json), against the contract (DESIGN.md
+part 2, "Client keys" and "Usage and cost"): what an SDK user sees, as the
+SDK's own error classes, streams and retry logic see it."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+from harness import ROOT, backend, fetch
+from test_admin import token
+from test_keys import kadmin, keyed, make, usage_rows
+from test_proxy import Env, U, requests_for, test, wait_for
+
+E2E = os.path.join(ROOT, "tests", "e2e")
+SCRIPT = os.path.join(E2E, "sdk_openai.mjs")
+
+
+def sdk(cases, *flags, key=None, **opts):
+    """Runs the SDK script's cases against the server; every TAP check must pass."""
+    assert os.path.isdir(os.path.join(E2E, "node_modules", "openai")), \
+        "npm openai missing: scripts/deps.sh test installs it"
+    argv = ["node", SCRIPT, "--base", "http://127.0.0.1:%d/v1" % Env.port()]
+    if key is not None:
+        argv += ["--key", key]
+    for k, v in opts.items():
+        argv += ["--" + k, str(v)]
+    argv += list(flags)
+    p = subprocess.run(argv + list(cases), cwd=E2E, capture_output=True, text=True,
+                       errors="replace", timeout=60)
+    out = p.stdout
+    bad = [l for l in out.splitlines() if l.startswith("not ok ")]
+    good = [l for l in out.splitlines() if l.startswith("ok ")]
+    assert not bad and p.returncode == 0, (out + p.stderr)[-4000:]
+    for c in cases:
+        assert any(l.split(" - ", 1)[1].startswith(c + ": ") for l in good), (c, out[-2000:])
+    return out
+
+
+def one_route(spec, **extra):
+    b = backend("a", U(spec))
+    b.update(extra)
+    return {"Strategy": "Failover", "Backends": [b]}
+
+
+def key_usage(name):
+    k = [x for x in kadmin("GET").json()["Keys"] if x["Name"] == name]
+    return k[0]["Usage"] if k else None
+
+
+def never_saw_client_key(spec, key):
+    got = requests_for(spec)
+    for e in got:
+        assert e["headers"].get("authorization") == "Bearer key-a", e["headers"]
+        assert key not in json.dumps(e), "the client key reached the backend"
+    return got
+
+
+@test
+def sdk_key_errors_and_models():
+    Env.routing({"m": one_route("name=sdk-m+ptok=10+ctok=20"),
+                 "other": one_route("name=sdk-other")})
+    with keyed():
+        k = make(Name="sdk-limited", Models=["m"])["Key"]
+        Env.up.reset()
+        sdk(["chat", "wrong_key", "model_not_allowed", "models_list"], key=k,
+            model="m", other="other", expect="hello from sdk-m", models="m")
+        # only the valid request reached a backend
+        assert len(never_saw_client_key("name=sdk-m+", k)) == 1, requests_for("name=sdk-m+")
+        assert requests_for("name=sdk-other") == [], requests_for("name=sdk-other")
+
+
+@test
+def sdk_stream_without_stream_options():
+    Env.routing({"m": one_route("name=sdk-st+ptok=11+ctok=7+chunks=4")})
+    with keyed():
+        k = make(Name="sdk-stream")["Key"]
+        Env.up.reset()
+        sdk(["stream_plain"], key=k, chunks=4)
+        sent = never_saw_client_key("name=sdk-st+", k)
+        assert len(sent) == 1, sent
+        assert json.loads(sent[0]["body"]).get("stream_options") == {"include_usage": True}, sent[0]["body"]
+        # accounted all the same, from the chunk the client never saw
+        want = {"Requests": 1, "PromptTokens": 11, "CompletionTokens": 7, "CostUsd": 0}
+        assert wait_for(lambda: key_usage("sdk-stream") == want, 3), key_usage("sdk-stream")
+
+        def row():
+            return [x for x in usage_rows(group_by="key,model") if x.get("Key") == "sdk-stream"]
+        assert wait_for(lambda: row() and row()[0]["Requests"] == 1, 3), usage_rows(group_by="key,model")
+        r = row()[0]
+        assert r["PromptTokens"] == 11 and r["CompletionTokens"] == 7 and r["Model"] == "m", r
+
+
+@test
+def sdk_stream_with_include_usage():
+    Env.routing({"m": one_route("name=sdk-su+ptok=13+ctok=5+chunks=3")})
+    with keyed():
+        k = make(Name="sdk-stream-usage")["Key"]
+        Env.up.reset()
+        sdk(["stream_usage"], key=k, chunks=3, ptok=13, ctok=5)
+        sent = never_saw_client_key("name=sdk-su+", k)
+        assert len(sent) == 1, sent
+        want = {"Requests": 1, "PromptTokens": 13, "CompletionTokens": 5, "CostUsd": 0}
+        assert wait_for(lambda: key_usage("sdk-stream-usage") == want, 3), key_usage("sdk-stream-usage")
+
+
+@test
+def sdk_rate_limit_429_with_retry_after():
+    Env.routing({"m": one_route("name=sdk-rpm")})
+    with keyed():
+        k = make(Name="sdk-rpm", Rpm=2)["Key"]
+        Env.up.reset()
+        sdk(["rate_limit"], key=k)
+        assert len(never_saw_client_key("name=sdk-rpm", k)) == 2, requests_for("name=sdk-rpm")
+
+
+@test
+def sdk_budget_spent_429_not_retried():
+    Env.routing({"m": one_route("name=sdk-bud+ptok=10+ctok=20")})
+    with keyed():
+        k = make(Name="sdk-budget", BudgetTokens=10)["Key"]
+        Env.up.reset()
+        mark = len(Env.server.log())
+        t0 = time.time()
+        sdk(["budget"], key=k)  # one request spends it, the next is refused and not retried
+        took = time.time() - t0
+        assert len(never_saw_client_key("name=sdk-bud", k)) == 1, requests_for("name=sdk-bud")
+
+        # what llmproxy saw: two requests, not the 2 retries the SDK makes of a plain 429
+        def seen():
+            return re.findall(r"req=\S+ /chat/completions model=m .* status=(\d+)", Env.server.log()[mark:])
+        assert wait_for(lambda: len(seen()) >= 2, 2) and seen() == ["200", "429"], seen()
+
+        def logged():
+            r = fetch(Env.port(), "GET", "/admin/requests?limit=20", None, {"Authorization": "Bearer " + token()})
+            return [x["Status"] for x in r.json()["Requests"] if x["Key"] == "sdk-budget"]
+        assert wait_for(lambda: len(logged()) >= 2, 3) and logged() == [429, 200], logged()
+        assert took < 5, took  # the SDK's backoff would add 0.5 s, then 1 s (and a node start)
+
+
+@test
+def sdk_keyless_any_api_key():
+    Env.routing({"m": one_route("name=sdk-kl"), "other": one_route("name=sdk-kl-other")})
+    assert kadmin("GET").json()["Keys"] == [], "keyless mode: no key may exist"
+    Env.up.reset()
+    anything = "sk-whatever-the-sdk-was-given-123"
+    sdk(["chat", "stream_plain", "models_list"], "--keyless", key=anything, expect="hello from sdk-kl",
+        models="m,other")
+    assert len(never_saw_client_key("name=sdk-kl", anything)) == 2, requests_for("name=sdk-kl")
