@@ -121,20 +121,23 @@ static uint64_t *period_words(struct request_ctx *ctx, int64_t now)
 
 /* 429 for a rate limit (Retry-After: retry seconds) or a spent budget (code
  * insufficient_quota; Retry-After when the period ends, 0 for never): SDKs
- * are told not to retry a budget on their own. */
+ * are told not to retry a budget on their own. The key's x-ratelimit-*
+ * headers come along, as OpenAI sends them with its 429s. */
 static bool too_many(struct request_ctx *ctx, const char *msg, const char *code, uint64_t retry)
 {
-    char extra[96];
-    int n = 0;
+    struct buf extra;
+    buf_init(&extra, 512);
     if (code == NULL || retry > 0) {
-        n = snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
-                     (unsigned long long)(retry ? retry : 1));
+        buf_printf(&extra, "Retry-After: %llu\r\n", (unsigned long long)(retry ? retry : 1));
     }
     if (code != NULL) {
-        snprintf(extra + n, sizeof(extra) - (size_t)n, "x-should-retry: false\r\n");
+        buf_append_str(&extra, "x-should-retry: false\r\n");
     }
+    client_headers(ctx, &extra);
+    buf_append(&extra, "", 1);
     proxy_answer_error(ctx, 429, msg, code == NULL ? "rate_limit_error" : "insufficient_quota",
-                       NULL, code == NULL ? "rate_limit_exceeded" : code, extra);
+                       NULL, code == NULL ? "rate_limit_exceeded" : code, extra.data);
+    buf_cleanup(&extra);
     return false;
 }
 

@@ -184,6 +184,9 @@ def rpm_holds_across_processes_with_headers():
             e = r.json()["error"]
             assert e["code"] == "rate_limit_exceeded", e
             assert int(r.headers["retry-after"][0]) >= 1, r.headers
+            # as OpenAI does, a refusal says the key's limits too
+            assert r.headers["x-ratelimit-limit-requests"] == ["6"], r.headers
+            assert r.headers["x-ratelimit-remaining-requests"] == ["0"], r.headers
         pids = set(re.findall(r"llmproxy\[(\d+)\] req=\S+ /chat/completions model=m ",
                               Env.server.log()[-20000:]))
         assert len(pids) >= min(2, Env.server.procs), pids
