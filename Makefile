@@ -13,14 +13,14 @@ ADMIN_LIBS := -lcjson -lsqlite3 -lpthread -lm
 
 # the pure modules (no sockets, no libcurl): unit tests link them all
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
-           utctime keys meter limit \
+           utctime keys meter limit metrics \
            endpoint
-PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint \
+PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint metrics \
            loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
-           utctime sha256 keys admin_keys admin_usage usage
+           utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log utctime keys meter limit
+           log utctime keys meter limit metrics
 
 REL_DIR := build/release
 SAN_DIR := build/asan

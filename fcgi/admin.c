@@ -357,6 +357,38 @@ static int page(struct conn *c)
     return 200;
 }
 
+static const char *authorization(struct conn *c)
+{
+    const char *authz = conn_param(c, "HTTP_AUTHORIZATION");
+    if (authz == NULL) {
+        /* Apache CGI behind an .htaccess rewrite ([E=HTTP_AUTHORIZATION:...]
+         * renamed by the internal redirect) */
+        authz = conn_param(c, "REDIRECT_HTTP_AUTHORIZATION");
+    }
+    return authz;
+}
+
+/* GET /metrics: the admin token, or LLMPROXY_METRICS_TOKEN when set (a
+ * scraper then needs no admin rights). */
+static int metrics_route(struct admin *a, struct conn *c, const char *method)
+{
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        admin_error(c, 405, "invalid_request_error", "use GET here", "Allow: GET, HEAD\r\n");
+        return 405;
+    }
+    const char *authz = authorization(c);
+    const char *mt = getenv("LLMPROXY_METRICS_TOKEN");
+    if (!auth_bearer_ok(authz, a->token) &&
+        (mt == NULL || *mt == '\0' || !auth_bearer_ok(authz, mt))) {
+        admin_error(c, 401, "authentication_error",
+                    "missing or wrong token: send Authorization: Bearer <admin token, or "
+                    "LLMPROXY_METRICS_TOKEN when set>",
+                    "WWW-Authenticate: Bearer realm=\"llmproxy-metrics\"\r\n");
+        return 401;
+    }
+    return admin_metrics(a, c);
+}
+
 int admin_route(struct admin *a, struct conn *c, const char *method, const char *path,
                 const char *body, size_t len, bool *need_body)
 {
@@ -368,6 +400,9 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
             return 405;
         }
         return page(c);
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        return metrics_route(a, c, method);
     }
     static const char *const areas[] = {ADMIN_PREFIX, "/admin/keys", "/admin/usage",
                                         "/admin/requests"};
@@ -382,12 +417,7 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
         admin_error(c, 404, "not_found", "unknown admin URL", NULL);
         return 404;
     }
-    const char *authz = conn_param(c, "HTTP_AUTHORIZATION");
-    if (authz == NULL) {
-        /* Apache CGI behind an .htaccess rewrite ([E=HTTP_AUTHORIZATION:...]
-         * renamed by the internal redirect) */
-        authz = conn_param(c, "REDIRECT_HTTP_AUTHORIZATION");
-    }
+    const char *authz = authorization(c);
     if (!auth_bearer_ok(authz, a->token)) {
         admin_error(c, 401, "authentication_error",
                     "missing or wrong admin token: send Authorization: Bearer <token>. The token "

@@ -33,6 +33,9 @@ struct admin {
 int admin_route(struct admin *a, struct conn *c, const char *method, const char *path,
                 const char *body, size_t len, bool *need_body);
 
+/* GET /metrics, after its token was checked (admin_metrics.c). */
+int admin_metrics(struct admin *a, struct conn *c);
+
 /* Shared by admin.c, admin_keys.c and admin_usage.c. */
 void admin_error(struct conn *c, int status, const char *type, const char *msg, const char *extra);
 void admin_reply_tree(struct conn *c, int status, const cJSON *tree);

@@ -92,6 +92,7 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
 {
     const struct config_backend *b = ctx->backend;
     uint64_t now = health_now_ms();
+    ctx->at_outcome = (int)o;
     uint64_t *kw = key_words(ctx, b, ctx->key_index);
     uint64_t *cw = circuit_words(ctx, b);
     switch (policy_rule(o)->health) {
@@ -532,6 +533,7 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     ctx->backend = b;
     ctx->key_index = k;
     ctx->attempts++;
+    ctx->at_outcome = -1;
     reset_attempt(ctx);
     struct upstream_request rq = {.connect_timeout_ms = px->set->connect_timeout_ms};
     const char *body = ctx->body.data != NULL ? ctx->body.data : "";

@@ -7,6 +7,7 @@
 #include "keys.h"
 #include "limit.h"
 #include "log.h"
+#include "metrics.h"
 #include "snapshot.h"
 #include "state.h"
 #include "usage.h"
@@ -254,6 +255,10 @@ void client_account(struct request_ctx *ctx, int status)
                 limit_charge(t, now, k->tpm, prompt + completion);
             }
         }
+    }
+    if (b != NULL && ctx->model != NULL) {
+        metrics_usage(ctx->px->sh->st, ctx->model->name, b->name, k != NULL ? k->name : "", prompt,
+                      completion, cost);
     }
     if (ctx->px->sh->usage == NULL) {
         return;

@@ -122,6 +122,24 @@ uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, uint64_t lease_ms, ui
     return HEALTH_TRIAL_MS;
 }
 
+enum health_circuit health_circuit_view(const uint64_t *w, uint64_t now_ms, uint64_t *open_ms,
+                                        uint64_t *fails)
+{
+    uint64_t until = LOAD(&w[OPEN_UNTIL]);
+    *fails = LOAD(&w[FAILS]);
+    *open_ms = 0;
+    if (until == 0) {
+        return HEALTH_CLOSED;
+    }
+    *open_ms = remaining(until, now_ms, HEALTH_OPEN_CAP_MS);
+    return *open_ms > 0 ? HEALTH_OPEN : HEALTH_HALF_OPEN;
+}
+
+const char *health_circuit_name(enum health_circuit c)
+{
+    return c == HEALTH_OPEN ? "open" : c == HEALTH_HALF_OPEN ? "half-open" : "closed";
+}
+
 void health_backend_trial_release(uint64_t *w, uint64_t stamp)
 {
     __atomic_compare_exchange_n(&w[TRIAL], &stamp, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);

@@ -57,6 +57,14 @@ uint64_t health_backend_wait(uint64_t *w, uint64_t now_ms, uint64_t lease_ms, ui
  * holder's own stamp releases it. */
 void health_backend_trial_release(uint64_t *w, uint64_t stamp);
 
+/* What a circuit is now, read without taking its trial: closed, open
+ * (*open_ms until it may be tried) or half-open (a trial may run or runs).
+ * *fails: consecutive failures counted. */
+enum health_circuit { HEALTH_CLOSED = 0, HEALTH_OPEN = 1, HEALTH_HALF_OPEN = 2 };
+enum health_circuit health_circuit_view(const uint64_t *w, uint64_t now_ms, uint64_t *open_ms,
+                                        uint64_t *fails);
+const char *health_circuit_name(enum health_circuit c);
+
 /* Cooldown for a 429: Retry-After seconds (-1: absent) capped, or the
  * default with jitter drawn from rnd. */
 uint64_t health_429_ms(long retry_after_s, uint64_t rnd);

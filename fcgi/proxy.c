@@ -11,6 +11,7 @@
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "policy.h"
 #include "reply.h"
 #include "request.h"
@@ -145,6 +146,18 @@ static void do_finish(struct request_ctx *ctx)
     }
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
     client_account(ctx, status);
+    struct state *st = px->sh->st;
+    const char *model = ctx->model != NULL ? ctx->model->name : "";
+    if (strncmp(ctx->path, "/v1/", 4) == 0) { /* not /health */
+        metrics_request(st, model, status);
+    }
+    if (ctx->model != NULL) {
+        metrics_observe(st, METRICS_DURATION, model, (uint64_t)(now_us() - ctx->t0));
+        if (ctx->ttfb_us > 0) {
+            metrics_observe(st, METRICS_TTFB, model, (uint64_t)ctx->ttfb_us);
+        }
+    }
+    metrics_active(st, -1);
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
     if (ctx->scanned) {
         log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f",
@@ -200,6 +213,13 @@ void proxy_leave(struct request_ctx *ctx)
 
 void proxy_log_attempt(struct request_ctx *ctx, const char *outcome)
 {
+    /* the metric takes the policy's name for what happened (a bounded set) */
+    enum policy_outcome o = ctx->at_outcome >= 0 ? (enum policy_outcome)ctx->at_outcome
+                            : ctx->gone          ? PO_CLIENT_GONE
+                            : strcmp(outcome, "shutdown") == 0     ? PO_SHUTDOWN
+                            : strcmp(outcome, "start_failed") == 0 ? PO_CONNECT
+                                                                   : PO_TIMEOUT;
+    metrics_attempt(ctx->px->sh->st, ctx->model->name, ctx->backend->name, policy_rule(o)->name);
     buf_printf(&ctx->log, "%s%s#%zu:%s:%.1fms", ctx->log.len ? " " : "", ctx->backend->name,
                ctx->key_index, outcome, (double)(now_us() - ctx->attempt_t0) / 1000.0);
 }
@@ -346,6 +366,8 @@ static void on_request(void *app, struct conn *c)
     ctx->px = px;
     ctx->conn = c;
     ctx->t0 = now_us();
+    ctx->at_outcome = -1;
+    metrics_active(px->sh->st, 1);
     ctx->min_retry_after = -1;
     ctx->retry_after = -1;
     unsigned long id = __atomic_add_fetch(&px->sh->next_id, 1, __ATOMIC_RELAXED);

@@ -138,6 +138,7 @@ struct request_ctx {
     struct buf relay_buf; /* what the meter passes on, chunk by chunk */
     int metering;
     int64_t ttfb_us; /* from the request's start to the answer's first byte */
+    int at_outcome;  /* the current attempt's policy outcome so far, -1: none yet */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;

@@ -38,6 +38,7 @@ enum state_ns {
     STATE_NS_KEY = 3,      /* per (BaseUrl, API key): cooldown */
     STATE_NS_CIRCUIT = 4,  /* per (model, backend): circuit */
     STATE_NS_CLIENT = 5,   /* per client key: limits, spend, last use (keys.h) */
+    STATE_NS_METRIC = 6,   /* counters and histograms for /metrics (metrics.h) */
 };
 
 /* Map the file (created 0600 if absent) with room for at least min_slots

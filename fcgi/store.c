@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define STORE_MAX_FILE (16 * 1024 * 1024)
-
 static int check_routing(const char *text, size_t len, char *why, size_t n)
 {
     struct config *cfg = config_parse(text, len, why, n);

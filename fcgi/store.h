@@ -35,6 +35,9 @@ struct store_kind {
 extern const struct store_kind store_routing;
 extern const struct store_kind store_keys;
 
+/* The largest routing or key file read. */
+#define STORE_MAX_FILE (16 * 1024 * 1024)
+
 /* store_read and store_update for either file. */
 cJSON *store_read_kind(const struct store_kind *k, const char *dir, enum store_status *st,
                        char *err, size_t errlen);

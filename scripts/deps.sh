@@ -30,6 +30,8 @@ if [ "$what" = test ]; then
     have_cmd chromium || need="$need chromium"
     have_cmd node || need="$need nodejs"
     have_cmd npm || need="$need npm"
+    # promtool checks /metrics; a real Prometheus scrapes it
+    have_cmd promtool || need="$need prometheus"
     have_cmd clang-format || need="$need clang-format"
     have_cmd valgrind || need="$need valgrind"
     have_cmd clang || need="$need clang"

@@ -162,7 +162,7 @@ server.max-request-size = 320
 alias.url = ("/cgi-bin/" => "%(bindir)s/")
 $HTTP["url"] =~ "^/cgi-bin/" { cgi.assign = (".fcgi" => "") }
 url.rewrite-once = ("^/(v1/.*|health)$" => "/cgi-bin/%(prog)s/$1",
-                    "^/(admin(/.*)?)$" => "/cgi-bin/llmproxy-admin.fcgi/$1")
+                    "^/(admin(/.*)?|metrics)$" => "/cgi-bin/llmproxy-admin.fcgi/$1")
 setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
                           "LLMPROXY_MAX_BODY_BYTES" => "262144",
                           "ASAN_OPTIONS" => "detect_leaks=0:log_path=%(state)s/asan",

@@ -143,6 +143,12 @@ def cgi_keys_limits_budgets_and_usage():
         assert wait_for(lambda: rows().get("cgi-budget", {}).get("Requests") == 2 and
                         rows().get("cgi-rpm", {}).get("Requests") == 3, 3), rows()
         assert rows()["cgi-budget"]["PromptTokens"] == 20 and rows()["cgi-budget"]["CompletionTokens"] == 40
+        # every CGI process adds to the same counters: /metrics sums them
+        s, _, b = request(p, "GET", "/metrics", None, adm)
+        assert s == 200, (s, b[:300])
+        text = b.decode()
+        assert 'llmproxy_requests_total{model="ck",status="200"} 5\n' in text, text[:2000]
+        assert 'llmproxy_tokens_total{model="ck",backend="a",key="cgi-budget",type="prompt"} 20\n' in text
     finally:
         for k in (rpm, bud):
             request(p, "DELETE", "/admin/keys/" + k["Id"], None, adm)

@@ -1,0 +1,216 @@
+/* metrics.c - request metrics as counters and histograms in the shared state */
+/* SPDX-License-Identifier: MIT */
+#include "common.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const uint64_t ttfb_le[METRICS_TTFB_BUCKETS] = {
+    1000,   2500,    5000,    10000,   25000,    50000,    100000,  250000,
+    500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
+static const uint64_t duration_le[METRICS_DURATION_BUCKETS] = {
+    5000,    10000,   25000,    50000,    100000,   250000,    500000,    1000000,
+    2500000, 5000000, 10000000, 30000000, 60000000, 120000000, 300000000, 600000000};
+
+/* Slot names (ns, a, b, c): the third string tells the kinds apart (the
+ * state hashes the three strings with separators). */
+#define K_REQ "req"
+#define K_ATT "att:"
+#define K_USE "use:"
+#define K_ACTIVE "active"
+#define ACTIVE_NAME "active-requests"
+static const char *const hist_kind[] = {"ttfb", "duration"};
+/* a histogram's words: [0] sum, then the buckets, over slots of STATE_WORDS */
+#define HIST_SLOTS(n) (((n) + 2 + STATE_WORDS - 1) / STATE_WORDS)
+_Static_assert(HIST_SLOTS(METRICS_DURATION_BUCKETS) <= 4, "a histogram takes at most 4 slots");
+
+const uint64_t *metrics_bounds(enum metrics_hist h, int *n)
+{
+    *n = h == METRICS_TTFB ? METRICS_TTFB_BUCKETS : METRICS_DURATION_BUCKETS;
+    return h == METRICS_TTFB ? ttfb_le : duration_le;
+}
+
+int metrics_bucket(enum metrics_hist h, uint64_t us)
+{
+    int n;
+    const uint64_t *le = metrics_bounds(h, &n);
+    int lo = 0, hi = n; /* the first bound >= us */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (le[mid] >= us) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+static const char *m(const char *model)
+{
+    return model != NULL ? model : "";
+}
+
+void metrics_request(struct state *st, const char *model, int status)
+{
+    char s[16];
+    snprintf(s, sizeof(s), "%d", status >= 100 && status <= 599 ? status : 0);
+    uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), s, K_REQ);
+    if (w != NULL) {
+        __atomic_add_fetch(&w[0], 1, __ATOMIC_RELAXED);
+    }
+}
+
+uint64_t metrics_requests(struct state *st, const char *model, int status)
+{
+    char s[16];
+    snprintf(s, sizeof(s), "%d", status);
+    const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), s, K_REQ);
+    return w != NULL ? __atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
+}
+
+static void att_name(char *out, size_t n, const char *outcome)
+{
+    snprintf(out, n, K_ATT "%s", outcome);
+}
+
+void metrics_attempt(struct state *st, const char *model, const char *backend, const char *outcome)
+{
+    char c[64];
+    att_name(c, sizeof(c), outcome);
+    uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), backend, c);
+    if (w != NULL) {
+        __atomic_add_fetch(&w[0], 1, __ATOMIC_RELAXED);
+    }
+}
+
+uint64_t metrics_attempts(struct state *st, const char *model, const char *backend,
+                          const char *outcome)
+{
+    char c[64];
+    att_name(c, sizeof(c), outcome);
+    const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), backend, c);
+    return w != NULL ? __atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
+}
+
+/* (model, backend + key): the key name may hold any printable character, so
+ * it goes in its own string with the kind before it */
+static void use_name(char *out, size_t n, const char *key)
+{
+    snprintf(out, n, K_USE "%s", key != NULL ? key : "");
+}
+
+void metrics_usage(struct state *st, const char *model, const char *backend, const char *key,
+                   uint64_t prompt, uint64_t completion, uint64_t cost_micro)
+{
+    char c[96];
+    use_name(c, sizeof(c), key);
+    uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), backend, c);
+    if (w == NULL) {
+        return;
+    }
+    if (prompt > 0) {
+        __atomic_add_fetch(&w[0], prompt, __ATOMIC_RELAXED);
+    }
+    if (completion > 0) {
+        __atomic_add_fetch(&w[1], completion, __ATOMIC_RELAXED);
+    }
+    if (cost_micro > 0) {
+        __atomic_add_fetch(&w[2], cost_micro, __ATOMIC_RELAXED);
+    }
+}
+
+bool metrics_usage_get(struct state *st, const char *model, const char *backend, const char *key,
+                       uint64_t out[3])
+{
+    char c[96];
+    use_name(c, sizeof(c), key);
+    const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), backend, c);
+    for (int i = 0; i < 3; i++) {
+        out[i] = w != NULL ? __atomic_load_n(&w[i], __ATOMIC_RELAXED) : 0;
+    }
+    return w != NULL;
+}
+
+static uint64_t *hist_slot(struct state *st, enum metrics_hist h, const char *model, int slot,
+                           bool claim)
+{
+    static const char *const part[] = {"0", "1", "2", "3"};
+    const char *b = part[slot];
+    return claim ? state_words(st, STATE_NS_METRIC, m(model), b, hist_kind[h])
+                 : state_find(st, STATE_NS_METRIC, m(model), b, hist_kind[h]);
+}
+
+void metrics_observe(struct state *st, enum metrics_hist h, const char *model, uint64_t us)
+{
+    int word = 1 + metrics_bucket(h, us);
+    uint64_t *w0 = hist_slot(st, h, model, 0, true);
+    if (w0 == NULL) {
+        return;
+    }
+    __atomic_add_fetch(&w0[0], us, __ATOMIC_RELAXED);
+    uint64_t *w = word < STATE_WORDS ? w0 : hist_slot(st, h, model, word / STATE_WORDS, true);
+    if (w != NULL) {
+        __atomic_add_fetch(&w[word % STATE_WORDS], 1, __ATOMIC_RELAXED);
+    }
+}
+
+bool metrics_hist_get(struct state *st, enum metrics_hist h, const char *model, uint64_t *counts,
+                      uint64_t *sum_us)
+{
+    int n;
+    metrics_bounds(h, &n);
+    bool any = false;
+    *sum_us = 0;
+    for (int i = 0; i <= n; i++) {
+        counts[i] = 0;
+    }
+    for (int s = 0; s < HIST_SLOTS(n); s++) {
+        const uint64_t *w = hist_slot(st, h, model, s, false);
+        if (w == NULL) {
+            continue;
+        }
+        any = true;
+        for (int j = 0; j < STATE_WORDS; j++) {
+            int word = s * STATE_WORDS + j;
+            uint64_t v = __atomic_load_n(&w[j], __ATOMIC_RELAXED);
+            if (word == 0) {
+                *sum_us = v;
+            } else if (word - 1 <= n) {
+                counts[word - 1] = v;
+            }
+        }
+    }
+    return any;
+}
+
+void metrics_active(struct state *st, int delta)
+{
+    uint64_t *w = state_words(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);
+    if (w != NULL) {
+        __atomic_add_fetch(&w[0], (uint64_t)(int64_t)delta, __ATOMIC_RELAXED);
+    }
+}
+
+int64_t metrics_active_get(struct state *st)
+{
+    const uint64_t *w = state_find(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);
+    int64_t v = w != NULL ? (int64_t)__atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
+    return v > 0 ? v : 0;
+}
+
+void metrics_label(struct buf *out, const char *value)
+{
+    for (const char *p = value != NULL ? value : ""; *p != '\0'; p++) {
+        if (*p == '\\') {
+            buf_append_str(out, "\\\\");
+        } else if (*p == '"') {
+            buf_append_str(out, "\\\"");
+        } else if (*p == '\n') {
+            buf_append_str(out, "\\n");
+        } else {
+            buf_append(out, p, 1);
+        }
+    }
+}

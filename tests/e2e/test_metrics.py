@@ -1,0 +1,142 @@
+"""GET /metrics through the web server, against the contract (DESIGN.md part 2,
+"Metrics and live health"): Prometheus text, summed over every process."""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from harness import backend, chat, fetch, request
+from test_admin import token
+from test_keys import bearer, keyed, make
+from test_proxy import Env, U, run_parallel, test
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(tok=None, port=None):
+    r = fetch(port or Env.port(), "GET", "/metrics", None, {"Authorization": "Bearer " + (tok or token())})
+    assert r.status == 200, (r.status, r.body[:300])
+    assert r.headers["content-type"][0].startswith("text/plain; version=0.0.4"), r.headers
+    return r.body.decode()
+
+
+def samples(text):
+    """{(name, frozenset(labels)): value} of a scrape."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample line: %r" % line
+        labels = frozenset(LABEL.findall(m.group(3) or ""))
+        key = (m.group(1), labels)
+        assert key not in out, "duplicate series: %s" % line
+        out[key] = float(m.group(4))
+    return out
+
+
+def value(s, name, **labels):
+    return s.get((name, frozenset(labels.items())), 0.0)
+
+
+def promtool_ok(text):
+    tool = shutil.which("promtool")
+    assert tool, "promtool (Debian's prometheus package) is missing"
+    p = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+
+
+@test
+def metrics_counts_requests_attempts_tokens_and_histograms():
+    Env.routing({"mx": {"Strategy": "Failover", "Backends": [
+        backend("down", U("name=mx-down+status=503")),
+        backend("up", U("name=mx-up+ptok=7+ctok=3"), keys=["sk-a", "sk-b"])]}})
+    r = fetch(Env.port(), "GET", "/metrics", None, {})
+    assert r.status == 401 and "www-authenticate" in r.headers, (r.status, r.headers)
+    assert fetch(Env.port(), "POST", "/metrics", "", {"Authorization": "Bearer " + token()}).status == 405
+    before = samples(scrape())
+    # 8 requests at once over both processes, one stream, one unknown model
+    got = run_parallel(8, lambda i: chat(Env.port(), "mx", stream=(i == 0)))
+    assert [x.status for x in got] == [200] * 8, [x.status for x in got]
+    assert chat(Env.port(), "no-such-model").status == 404
+    text = scrape()
+    promtool_ok(text)
+    s = samples(text)
+
+    def delta(name, **labels):
+        return value(s, name, **labels) - value(before, name, **labels)
+    assert delta("llmproxy_requests_total", model="mx", status="200") == 8, text[:3000]
+    assert delta("llmproxy_requests_total", model="", status="404") == 1
+    ok = delta("llmproxy_backend_attempts_total", model="mx", backend="up", outcome="ok")
+    failed = delta("llmproxy_backend_attempts_total", model="mx", backend="down", outcome="server_error")
+    assert ok == 8 and failed >= 3, (ok, failed)
+    assert delta("llmproxy_tokens_total", model="mx", backend="up", key="", type="prompt") == 56
+    assert delta("llmproxy_tokens_total", model="mx", backend="up", key="", type="completion") == 24
+    # histograms: cumulative buckets, +Inf == count, the sum is positive
+    for h in ("llmproxy_request_duration_seconds", "llmproxy_time_to_first_byte_seconds"):
+        buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in s.items()
+                          if k[0] == h + "_bucket" and dict(k[1]).get("model") == "mx"))
+        assert buckets and buckets[-1][0] == float("inf"), buckets
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts), counts
+        assert buckets[-1][1] == value(s, h + "_count", model="mx") and value(s, h + "_sum", model="mx") > 0
+        assert delta(h + "_count", model="mx") == 8, (h, delta(h + "_count", model="mx"))
+    assert value(s, "llmproxy_backend_circuit_open", model="mx", backend="down") == 1, text[:2000]
+    assert value(s, "llmproxy_backend_circuit_open", model="mx", backend="up") == 0
+    assert ("llmproxy_key_cooldown_seconds", frozenset(
+        {"model": "mx", "backend": "up", "key_index": "1"}.items())) in s
+    assert value(s, "llmproxy_active_requests") >= 0 and value(s, "llmproxy_config_valid") == 1
+
+
+@test
+def metrics_cost_and_key_labels():
+    price = {"InputCostPerMTok": 1000.0, "OutputCostPerMTok": 2000.0}
+    b = backend("priced", U("name=mx-cost+ptok=10+ctok=20"))
+    b.update(price)
+    Env.routing({"mc": {"Strategy": "Failover", "Backends": [b]}})
+    with keyed():
+        k = make(Name='team "a"\\b')["Key"]
+        before = samples(scrape())
+        for _ in range(3):
+            assert chat(Env.port(), "mc", headers=bearer(k)).status == 200
+        text = scrape()
+        promtool_ok(text)
+        s = samples(text)
+        lab = {"model": "mc", "backend": "priced", "key": 'team \\"a\\"\\\\b'}
+        cost = value(s, "llmproxy_cost_usd_total", **lab) - value(before, "llmproxy_cost_usd_total", **lab)
+        assert abs(cost - 3 * 0.05) < 1e-9, (cost, text[:2000])
+        assert value(s, "llmproxy_tokens_total", type="prompt", **lab) - \
+            value(before, "llmproxy_tokens_total", type="prompt", **lab) == 30
+
+
+@test
+def metrics_key_cooldown_and_rate_limited_attempts():
+    Env.routing({"mk": {"Strategy": "Failover", "Backends": [
+        backend("rl", U("name=mk-rl+status=429+ra=120+onlykey=k1"), keys=["k1", "k2"])]}})
+    for _ in range(2):
+        assert chat(Env.port(), "mk").status == 200
+    s = samples(scrape())
+    cool = value(s, "llmproxy_key_cooldown_seconds", model="mk", backend="rl", key_index="0")
+    assert 100 < cool <= 120, cool
+    assert value(s, "llmproxy_key_cooldown_seconds", model="mk", backend="rl", key_index="1") == 0
+    assert value(s, "llmproxy_backend_attempts_total", model="mk", backend="rl", outcome="rate_limited") >= 1
+
+
+@test
+def metrics_token_from_env():
+    """LLMPROXY_METRICS_TOKEN: a scraper's own token, that opens /metrics and nothing else."""
+    srv = Env.server_class(Env.server.binary, env={"LLMPROXY_METRICS_TOKEN": "scrape-token-123"})
+    srv.start({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=mt"))]}})
+    try:
+        assert chat(srv.port, "m").status == 200
+        s = samples(scrape("scrape-token-123", srv.port))
+        assert value(s, "llmproxy_requests_total", model="m", status="200") == 1, s
+        r = fetch(srv.port, "GET", "/admin/config", None, {"Authorization": "Bearer scrape-token-123"})
+        assert r.status == 401, r.status
+        assert fetch(srv.port, "GET", "/metrics", None, {"Authorization": "Bearer wrong"}).status == 401
+    finally:
+        srv.stop()
+    assert not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports())[-3000:]

@@ -1,0 +1,118 @@
+/* test_metrics.c - unit tests of metrics.c: buckets, counters summed across processes */
+/* SPDX-License-Identifier: MIT */
+#include "../../fcgi/metrics.c"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double ns_per(struct state *st, int n)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++) {
+        metrics_request(st, "gpt-4o", 200);
+        metrics_attempt(st, "gpt-4o", "openai", "ok");
+        metrics_usage(st, "gpt-4o", "openai", "team-a", 10, 20, 30);
+        metrics_observe(st, METRICS_DURATION, "gpt-4o", 1234567);
+        metrics_observe(st, METRICS_TTFB, "gpt-4o", 23456);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / n;
+}
+
+int main(void)
+{
+    ok(metrics_bucket(METRICS_TTFB, 0) == 0 && metrics_bucket(METRICS_TTFB, 1000) == 0 &&
+           metrics_bucket(METRICS_TTFB, 1001) == 1,
+       "a value on a bound falls in that bucket (le)");
+    ok(metrics_bucket(METRICS_TTFB, 60000000) == METRICS_TTFB_BUCKETS - 1 &&
+           metrics_bucket(METRICS_TTFB, 60000001) == METRICS_TTFB_BUCKETS,
+       "past the last bound: +Inf");
+    ok(metrics_bucket(METRICS_DURATION, 600000000) == METRICS_DURATION_BUCKETS - 1,
+       "durations reach 10 min");
+    int n;
+    const uint64_t *le = metrics_bounds(METRICS_DURATION, &n);
+    int sorted = 1;
+    for (int i = 1; i < n; i++) {
+        sorted &= le[i] > le[i - 1];
+    }
+    ok(n == METRICS_DURATION_BUCKETS && sorted, "bounds ascend");
+
+    char path[] = "/tmp/llmproxy-metrics-XXXXXX";
+    ok(mkdtemp(path) != NULL, "temp dir");
+    char file[256], err[256];
+    snprintf(file, sizeof(file), "%s/runtime.state", path);
+    struct state *st = state_open(file, 0, err, sizeof(err));
+    ok(st != NULL, "state opens: %s", st ? "" : err);
+
+    /* four processes add at once; the parent reads the sums */
+    for (int p = 0; p < 4; p++) {
+        if (fork() == 0) {
+            struct state *s = state_open(file, 0, err, sizeof(err));
+            for (int i = 0; i < 1000; i++) {
+                metrics_request(s, "m", i % 10 == 0 ? 429 : 200);
+                metrics_attempt(s, "m", "b", "ok");
+                metrics_usage(s, "m", "b", "", 3, 4, 5);
+                metrics_observe(s, METRICS_TTFB, "m", (uint64_t)(i % 4) * 20000000);
+                metrics_active(s, 1);
+                metrics_active(s, -1);
+            }
+            state_close(s);
+            _exit(0);
+        }
+    }
+    int all = 1;
+    for (int p = 0; p < 4; p++) {
+        int ws;
+        wait(&ws);
+        all &= WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+    }
+    ok(all, "children done");
+    ok(metrics_requests(st, "m", 200) == 3600 && metrics_requests(st, "m", 429) == 400,
+       "requests by status summed over processes (%llu, %llu)",
+       (unsigned long long)metrics_requests(st, "m", 200),
+       (unsigned long long)metrics_requests(st, "m", 429));
+    ok(metrics_attempts(st, "m", "b", "ok") == 4000 &&
+           metrics_attempts(st, "m", "b", "broken") == 0,
+       "attempts by outcome");
+    uint64_t u[3];
+    ok(metrics_usage_get(st, "m", "b", "", u) && u[0] == 12000 && u[1] == 16000 && u[2] == 20000,
+       "tokens and cost");
+    ok(!metrics_usage_get(st, "m", "b", "nobody", u) && u[0] == 0, "a series never recorded");
+    uint64_t counts[METRICS_TTFB_BUCKETS + 1], sum;
+    ok(metrics_hist_get(st, METRICS_TTFB, "m", counts, &sum), "histogram read");
+    /* values 0, 20 s, 40 s, 60 s: buckets le 0.001, le 30, le 60, le 60 */
+    ok(counts[0] == 1000 && counts[METRICS_TTFB_BUCKETS - 2] == 1000 &&
+           counts[METRICS_TTFB_BUCKETS - 1] == 2000 && counts[METRICS_TTFB_BUCKETS] == 0,
+       "bucket counts (%llu %llu %llu %llu)", (unsigned long long)counts[0],
+       (unsigned long long)counts[METRICS_TTFB_BUCKETS - 2],
+       (unsigned long long)counts[METRICS_TTFB_BUCKETS - 1],
+       (unsigned long long)counts[METRICS_TTFB_BUCKETS]);
+    ok(sum == 4ull * 250 * (0 + 20000000 + 40000000 + 60000000), "sum in microseconds");
+    ok(metrics_active_get(st) == 0, "active requests back to 0");
+    metrics_active(st, 2);
+    ok(metrics_active_get(st) == 2, "active requests counted");
+    metrics_active(st, -3);
+    ok(metrics_active_get(st) == 0, "never below zero when read");
+
+    struct buf b;
+    buf_init(&b, 1024);
+    metrics_label(&b, "a\"b\\c\nd");
+    buf_append(&b, "", 1);
+    ok(strcmp(b.data, "a\\\"b\\\\c\\nd") == 0, "label values escaped: %s", b.data);
+    buf_cleanup(&b);
+
+    /* the hot path: what one request records, on the shared file */
+    ns_per(st, 1000);
+    double ns = ns_per(st, 100000);
+    printf("# recording one request's metrics: %.0f ns\n", ns);
+    ok(ns < 20000, "recording is cheap (%.0f ns per request, sanitizer build)", ns);
+
+    state_close(st);
+    unlink(file);
+    rmdir(path);
+    return tap_done();
+}
