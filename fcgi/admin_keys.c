@@ -74,7 +74,7 @@ static cJSON *view(const cJSON *stored, struct state *st, const char *dir)
     cJSON *u = cJSON_CreateObject();
     uint64_t rq = 0, pt = 0, ct = 0, cost = 0;
     uint64_t spent[4];
-    if ((w == NULL || __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) == 0) &&
+    if ((w == NULL || __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) != 1) &&
         usage_spend_since(dir, id, keys_period_start(period, (int64_t)time(NULL)), spent) == 0) {
         rq = spent[KEYS_W_REQUESTS];
         pt = spent[KEYS_W_PROMPT];

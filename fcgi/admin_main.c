@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Largest admin request body. */
@@ -138,15 +140,20 @@ static int list_keys(struct admin *a)
     const cJSON *k;
     cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(list, "Keys"))
     {
+        /* a hand-written file may lack fields: print what is there */
         const cJSON *last = cJSON_GetObjectItemCaseSensitive(k, "LastUsedAt");
-        printf("%-16s %-24s %-13s %8.0f %10.0f %8s %s\n",
-               cJSON_GetObjectItemCaseSensitive(k, "Id")->valuestring,
-               cJSON_GetObjectItemCaseSensitive(k, "Name")->valuestring,
-               cJSON_GetObjectItemCaseSensitive(k, "Prefix")->valuestring,
-               cJSON_GetObjectItemCaseSensitive(k, "Rpm")->valuedouble,
-               cJSON_GetObjectItemCaseSensitive(k, "Tpm")->valuedouble,
-               cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "Enabled")) ? "no" : "yes",
-               cJSON_IsString(last) ? last->valuestring : "never");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(k, "Id");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(k, "Name");
+        const cJSON *prefix = cJSON_GetObjectItemCaseSensitive(k, "Prefix");
+        const cJSON *rpm = cJSON_GetObjectItemCaseSensitive(k, "Rpm");
+        const cJSON *tpm = cJSON_GetObjectItemCaseSensitive(k, "Tpm");
+        printf(
+            "%-16s %-24s %-13s %8.0f %10.0f %8s %s\n", cJSON_IsString(id) ? id->valuestring : "?",
+            cJSON_IsString(name) ? name->valuestring : "?",
+            cJSON_IsString(prefix) ? prefix->valuestring : "?",
+            cJSON_IsNumber(rpm) ? rpm->valuedouble : 0, cJSON_IsNumber(tpm) ? tpm->valuedouble : 0,
+            cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "Enabled")) ? "no" : "yes",
+            cJSON_IsString(last) ? last->valuestring : "never");
     }
     cJSON_Delete(list);
     return 0;
@@ -310,6 +317,24 @@ static void on_gone(void *ud, enum conn_gone why)
 
 static const struct conn_handler handler = {on_request, on_body, on_body_end, on_drain, on_gone};
 
+/* The command line run by root (sudo) on a state dir that belongs to the
+ * web server's account: it acts as that account, so every file it writes
+ * or creates (keys, routing, usage.db, runtime.state) stays the account's
+ * and readable by the programs the web server runs. */
+static int become_owner(const char *dir)
+{
+    struct stat sb;
+    if (geteuid() != 0 || stat(dir, &sb) != 0 || sb.st_uid == 0) {
+        return 0;
+    }
+    if (setgroups(0, NULL) != 0 || setgid(sb.st_gid) != 0 || setuid(sb.st_uid) != 0) {
+        fprintf(stderr, "llmproxy-admin: cannot act as the owner (uid %u) of %s: %s\n",
+                (unsigned)sb.st_uid, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct admin a = {0};
@@ -321,6 +346,9 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--socket") == 0) {
         socket_path = argv[2];
     } else if (argc > 1) {
+        if (become_owner(a.dir) != 0) {
+            return 1;
+        }
         return cli(&a, argc, argv);
     }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 static uint64_t wall_us(void)
 {
@@ -55,6 +56,15 @@ static bool refuse_key(struct request_ctx *ctx, const char *msg)
 bool client_admit(struct request_ctx *ctx, struct conn *c)
 {
     const struct keyring *ring = ctx->snap->keys;
+    if (ctx->snap->keys_unusable) {
+        /* closed, not open: a broken keys file must never mean keyless */
+        proxy_answer_error(ctx, 503,
+                           "llmproxy cannot use its client keys file (client_keys.json is invalid "
+                           "or unreadable; its log says why), so it serves no request until the "
+                           "file is fixed.",
+                           "server_error", NULL, "client_keys_unavailable", "Retry-After: 10\r\n");
+        return false;
+    }
     if (ring == NULL || ring->n == 0) {
         /* keyless mode: only this machine (whatever key an SDK sends is ignored),
          * so neither a remote host nor a web page (DNS rebinding, a form
@@ -92,8 +102,14 @@ bool client_admit(struct request_ctx *ctx, struct conn *c)
     return true;
 }
 
+/* A budget's spend is loaded from usage.db by one process while others
+ * wait up to LOAD_WAIT_MS; a loader gone for LOAD_STALE_MS is replaced. */
+#define LOAD_WAIT_MS 200
+#define LOAD_STALE_MS 5000
+
 /* The key's spend in its current budget period, loaded once from usage.db
- * when the shared counters are new (a runtime state made afresh). */
+ * when the shared counters are new (a runtime state made afresh, a period
+ * just begun or changed). */
 static uint64_t *period_words(struct request_ctx *ctx, int64_t now)
 {
     const struct client_key *k = ctx->key;
@@ -103,21 +119,38 @@ static uint64_t *period_words(struct request_ctx *ctx, int64_t now)
     if (w == NULL) {
         return NULL;
     }
-    uint64_t zero = 0;
-    if (__atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) == 0 &&
-        __atomic_compare_exchange_n(&w[KEYS_W_LOADED], &zero, 1, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-        uint64_t spent[4];
-        if (usage_spend_since(ctx->px->sh->dir, k->id, keys_period_start(k->period, now), spent) ==
-            0) {
-            for (int i = 0; i < 4; i++) {
-                __atomic_add_fetch(&w[i], spent[i], __ATOMIC_RELAXED);
+    /* KEYS_W_LOADED: 0 not loaded, 1 loaded, else the wall-clock ms when a
+     * loader began (one that died is taken over after LOAD_STALE_MS) */
+    for (int waited = 0;; waited++) {
+        uint64_t v = __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE);
+        if (v == 1) {
+            return w;
+        }
+        uint64_t ms = wall_us() / 1000;
+        bool stale = v > 1 && (ms < v || ms - v > LOAD_STALE_MS);
+        if ((v == 0 || stale) && __atomic_compare_exchange_n(&w[KEYS_W_LOADED], &v, ms, false,
+                                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            uint64_t spent[4];
+            if (usage_spend_since(ctx->px->sh->dir, k->id, keys_period_start(k->period, now),
+                                  spent) == 0) {
+                for (int i = 0; i < 4; i++) {
+                    __atomic_add_fetch(&w[i], spent[i], __ATOMIC_RELAXED);
+                }
+                __atomic_store_n(&w[KEYS_W_LOADED], 1, __ATOMIC_RELEASE);
+            } else {
+                /* the next request tries again; until then it counts from now */
+                LOG_WARN("key '%s': usage.db could not be read for its budget", k->name);
+                __atomic_store_n(&w[KEYS_W_LOADED], 0, __ATOMIC_RELEASE);
             }
-        } else {
-            LOG_WARN("key '%s': usage.db could not be read: its budget counts from now", k->name);
+            return w;
+        }
+        if (v > 1 && waited >= LOAD_WAIT_MS) {
+            return w; /* another loader is slow: decide on what is counted */
+        }
+        if (v > 1) {
+            usleep(1000); /* another process is loading it: a moment */
         }
     }
-    return w;
 }
 
 /* 429 for a rate limit (Retry-After: retry seconds) or a spent budget (code
@@ -134,11 +167,21 @@ static bool too_many(struct request_ctx *ctx, const char *msg, const char *code,
     if (code != NULL) {
         buf_append_str(&extra, "x-should-retry: false\r\n");
     }
-    client_headers(ctx, &extra);
-    buf_append(&extra, "", 1);
+    buf_append(&extra, "", 1); /* proxy_answer_error adds the x-ratelimit-* headers */
     proxy_answer_error(ctx, 429, msg, code == NULL ? "rate_limit_error" : "insufficient_quota",
                        NULL, code == NULL ? "rate_limit_exceeded" : code, extra.data);
     buf_cleanup(&extra);
+    return false;
+}
+
+/* A key with limits whose counters found no room in the shared state: its
+ * limits cannot be kept, so it is refused (closed), never let through. */
+static bool no_room(struct request_ctx *ctx)
+{
+    proxy_answer_error(ctx, 503,
+                       "llmproxy's shared state has no room for this key's limits; the operator "
+                       "should restart llmproxy (the state is sized from the configuration).",
+                       "server_error", NULL, "state_full", "Retry-After: 10\r\n");
     return false;
 }
 
@@ -158,7 +201,10 @@ bool client_admit_model(struct request_ctx *ctx)
     uint64_t now = wall_us();
     if (k->tpm > 0) {
         uint64_t *w = state_words(st, STATE_NS_CLIENT, k->id, KEYS_SLOT_TPM, NULL);
-        if (w != NULL && !limit_check(w, now, k->tpm, &ctx->tpm_view)) {
+        if (w == NULL) {
+            return no_room(ctx);
+        }
+        if (!limit_check(w, now, k->tpm, &ctx->tpm_view)) {
             ctx->limits_known |= 2;
             char msg[200];
             snprintf(msg, sizeof(msg), "This API key used its %u tokens per minute.", k->tpm);
@@ -168,7 +214,10 @@ bool client_admit_model(struct request_ctx *ctx)
     }
     if (k->rpm > 0) {
         uint64_t *w = state_words(st, STATE_NS_CLIENT, k->id, KEYS_SLOT_RPM, NULL);
-        if (w != NULL && !limit_take(w, now, k->rpm, &ctx->rpm_view)) {
+        if (w == NULL) {
+            return no_room(ctx);
+        }
+        if (!limit_take(w, now, k->rpm, &ctx->rpm_view)) {
             ctx->limits_known |= 1;
             char msg[200];
             snprintf(msg, sizeof(msg), "This API key made its %u requests per minute.", k->rpm);
@@ -178,7 +227,10 @@ bool client_admit_model(struct request_ctx *ctx)
     }
     if (k->budget_usd >= 0 || k->budget_tokens >= 0) {
         const uint64_t *w = period_words(ctx, (int64_t)(now / 1000000));
-        if (w != NULL) {
+        if (w == NULL) {
+            return no_room(ctx);
+        }
+        {
             uint64_t cost = __atomic_load_n(&w[KEYS_W_COST_MICRO], __ATOMIC_RELAXED);
             uint64_t tokens = __atomic_load_n(&w[KEYS_W_PROMPT], __ATOMIC_RELAXED) +
                               __atomic_load_n(&w[KEYS_W_COMPLETION], __ATOMIC_RELAXED);
@@ -231,6 +283,15 @@ void client_account(struct request_ctx *ctx, int status)
     uint64_t prompt = ctx->metering && m->have ? m->prompt : 0;
     uint64_t completion = ctx->metering && m->have ? m->completion : 0;
     uint64_t cached = ctx->metering && m->have ? m->cached : 0;
+    if (ctx->metering && !m->have && ctx->final_status >= 200 && ctx->final_status < 300) {
+        /* answered, but no usage came (the client left before the usage
+         * chunk, a backend that never reports it, an answer past the
+         * meter's cap): never free for a budget, so estimated, a token per
+         * 4 bytes of the request and of the answer, and logged as such */
+        prompt = (ctx->body.len + 3) / 4;
+        completion = (ctx->bytes_out + 3) / 4;
+        ctx->usage_estimated = 1;
+    }
     const struct config_backend *b = ctx->answered ? ctx->backend : NULL;
     uint64_t cost = b != NULL ? config_cost_micro(b, prompt, completion, cached) : 0;
     uint64_t now = wall_us();

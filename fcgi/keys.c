@@ -216,6 +216,12 @@ int keys_apply(cJSON *stored, const cJSON *posted, bool create, const cJSON *all
             set_err(err, errlen, "%s cannot be set: llmproxy makes the key", f->string);
             return -1;
         }
+        for (const cJSON *g = posted->child; g != f; g = g->next) {
+            if (g->string != NULL && strcmp(g->string, f->string) == 0) {
+                set_err(err, errlen, "%.64s is given more than once", f->string);
+                return -1;
+            }
+        }
         if (listed(f->string, readonly, ARRAY_LEN(readonly))) {
             continue;
         }

@@ -82,7 +82,7 @@ enum {
     KEYS_W_PROMPT = 1,
     KEYS_W_COMPLETION = 2,
     KEYS_W_COST_MICRO = 3, /* USD x 10^6 */
-    KEYS_W_LOADED = 4,     /* 1 once the spend in usage.db was added (a new state file) */
+    KEYS_W_LOADED = 4,     /* 1 once the spend in usage.db was added; 0 not yet; else loading */
 };
 
 #endif

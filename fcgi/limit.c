@@ -26,12 +26,23 @@ static uint64_t seconds_up(uint64_t us)
     return s ? s : 1;
 }
 
+/* A bucket drawn down further than it ever can be (requests: one window;
+ * tokens: LIMIT_OVERDRAW windows) means the wall clock stepped back: it is
+ * taken as full again rather than locking the key out for the step. */
+#define LIMIT_OVERDRAW 10
+
+static uint64_t sane(uint64_t tat, uint64_t now, uint64_t most)
+{
+    return tat > now && tat - now > most ? now : tat;
+}
+
 bool limit_take(uint64_t *w, uint64_t now, uint64_t per_minute, struct limit_view *v)
 {
     uint64_t t = interval(per_minute);
     uint64_t tat = __atomic_load_n(w, __ATOMIC_ACQUIRE);
     for (;;) {
-        uint64_t base = tat > now ? tat : now;
+        uint64_t base = sane(tat, now, LIMIT_WINDOW_US);
+        base = base > now ? base : now;
         uint64_t next = base + t;
         if (next - now > LIMIT_WINDOW_US) {
             view(tat, now, t, v);
@@ -48,7 +59,8 @@ bool limit_take(uint64_t *w, uint64_t now, uint64_t per_minute, struct limit_vie
 bool limit_check(uint64_t *w, uint64_t now, uint64_t per_minute, struct limit_view *v)
 {
     uint64_t t = interval(per_minute);
-    uint64_t tat = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+    uint64_t tat =
+        sane(__atomic_load_n(w, __ATOMIC_ACQUIRE), now, LIMIT_OVERDRAW * LIMIT_WINDOW_US);
     view(tat, now, t, v);
     if (tat > now && tat - now + t > LIMIT_WINDOW_US) {
         v->retry_after = seconds_up(tat - now + t - LIMIT_WINDOW_US);
@@ -63,9 +75,12 @@ void limit_charge(uint64_t *w, uint64_t now, uint64_t per_minute, uint64_t n)
     uint64_t tat = __atomic_load_n(w, __ATOMIC_ACQUIRE);
     uint64_t add = n > UINT64_MAX / t / 4 ? UINT64_MAX / 4 : n * t;
     for (;;) {
-        uint64_t base = tat > now ? tat : now;
-        if (__atomic_compare_exchange_n(w, &tat, base + add, false, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE)) {
+        uint64_t base = sane(tat, now, LIMIT_OVERDRAW * LIMIT_WINDOW_US);
+        base = base > now ? base : now;
+        uint64_t most =
+            now + LIMIT_OVERDRAW * LIMIT_WINDOW_US; /* one answer locks 10 min at most */
+        uint64_t next = base + add > most || base + add < base ? most : base + add;
+        if (__atomic_compare_exchange_n(w, &tat, next, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
             return;
         }
     }

@@ -160,11 +160,12 @@ static void do_finish(struct request_ctx *ctx)
     metrics_active(st, -1);
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
     if (ctx->scanned) {
-        log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f",
+        log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f%s",
                   ctx->rid, ctx->ep->upstream_path, ctx->info.model, ctx->info.stream,
                   ctx->log.data != NULL ? ctx->log.data : "", status,
                   ctx->gone && ctx->state == RQ_RELAY ? " " : "",
-                  ctx->gone && ctx->state == RQ_RELAY ? ctx->gone_name : "", ctx->bytes_out, ms);
+                  ctx->gone && ctx->state == RQ_RELAY ? ctx->gone_name : "", ctx->bytes_out, ms,
+                  ctx->usage_estimated ? " usage=estimated" : "");
     } else {
         log_linef("req=%s %s %s status=%d%s%s ms=%.2f", ctx->rid, ctx->method, ctx->path, status,
                   ctx->gone ? " " : "", ctx->gone ? ctx->gone_name : "", ms);
@@ -250,7 +251,14 @@ void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, co
 {
     ctx->final_status = status;
     if (ctx->conn != NULL && !ctx->gone) {
-        reply_error(ctx->conn, status, msg, type, param, code, extra);
+        /* a key with limits hears them with every answer, errors too */
+        struct buf h;
+        buf_init(&h, 1024);
+        buf_append_str(&h, extra != NULL ? extra : "");
+        client_headers(ctx, &h);
+        buf_append(&h, "", 1);
+        reply_error(ctx->conn, status, msg, type, param, code, h.data);
+        buf_cleanup(&h);
     }
     proxy_finish(ctx);
 }
@@ -316,7 +324,9 @@ static void route_request(struct request_ctx *ctx)
         } else {
             snprintf(msg, sizeof(msg), "%s", request_status_message(st));
         }
-        const char *param = st == REQUEST_BAD_JSON || st == REQUEST_NOT_OBJECT ? NULL : "model";
+        const char *param = st == REQUEST_BAD_JSON || st == REQUEST_NOT_OBJECT          ? NULL
+                            : st == REQUEST_DUP_STREAM || st == REQUEST_STREAM_NOT_BOOL ? "stream"
+                                                                                        : "model";
         proxy_answer_error(ctx, 400, msg, "invalid_request_error", param, NULL, NULL);
         return;
     }

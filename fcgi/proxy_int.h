@@ -137,8 +137,9 @@ struct request_ctx {
     struct meter meter;   /* what the answer used */
     struct buf relay_buf; /* what the meter passes on, chunk by chunk */
     int metering;
-    int64_t ttfb_us; /* from the request's start to the answer's first byte */
-    int at_outcome;  /* the current attempt's policy outcome so far, -1: none yet */
+    int64_t ttfb_us;     /* from the request's start to the answer's first byte */
+    int at_outcome;      /* the current attempt's policy outcome so far, -1: none yet */
+    int usage_estimated; /* the answer reported no usage: it was estimated */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;

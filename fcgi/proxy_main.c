@@ -5,6 +5,7 @@
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
+#include "keys.h"
 #include "snapshot.h"
 #include "state.h"
 #include "usage.h"
@@ -86,16 +87,19 @@ static void raise_fd_limit(void)
     }
 }
 
-/* Names the config gives the state table (rotation, circuits, keys). */
+/* Names the config gives the state table: rotation, circuits and API keys;
+ * metrics per model (statuses, histograms) and per backend (outcomes,
+ * usage per client key); and each client key's limits and spend. */
 static size_t config_names(void)
 {
     struct snapshot *s = snapshot_acquire();
-    size_t n = 16;
+    size_t clients = s->keys != NULL ? s->keys->n : 0;
+    size_t n = 16 + 5 * clients;
     for (size_t i = 0; s->cfg != NULL && i < s->cfg->nmodels; i++) {
         const struct config_model *m = &s->cfg->models[i];
-        n += 1;
+        n += 1 + 12 + 8;
         for (size_t j = 0; j < m->nbackends; j++) {
-            n += 2 + m->backends[j].nkeys;
+            n += 2 + m->backends[j].nkeys + 6 + clients + 1;
         }
     }
     snapshot_release(s);

@@ -266,8 +266,13 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
                     info->model_off = (size_t)(v - s->start);
                     info->model_len = (size_t)(s->p - v);
                 } else if (strcmp(key, "stream") == 0) {
-                    info->stream = (size_t)(s->p - v) == 4 && memcmp(v, "true", 4) == 0;
+                    size_t vl = (size_t)(s->p - v);
+                    info->stream = vl == 4 && memcmp(v, "true", 4) == 0;
+                    info->stream_bad |= !info->stream && !(vl == 5 && memcmp(v, "false", 5) == 0) &&
+                                        !(vl == 4 && memcmp(v, "null", 4) == 0);
+                    info->n_stream++;
                 } else if (strcmp(key, "stream_options") == 0) {
+                    info->n_so++;
                     info->so_off = (size_t)(v - s->start);
                     info->so_len = (size_t)(s->p - v);
                 }
@@ -343,6 +348,8 @@ static int scan_value(struct scan *s)
     }
 }
 
+static unsigned count_member(const char *body, size_t off, size_t len, const char *name);
+
 enum request_status request_scan(const char *body, size_t len, struct request_info *info,
                                  size_t *err_off)
 {
@@ -382,6 +389,14 @@ enum request_status request_scan(const char *body, size_t len, struct request_in
         info->model[0] == '\0') {
         return REQUEST_MODEL_BAD;
     }
+    if (info->stream_bad) {
+        return REQUEST_STREAM_NOT_BOOL;
+    }
+    if (info->n_stream > 1 || info->n_so > 1 ||
+        (info->so_len > 0 && body[info->so_off] == '{' &&
+         count_member(body, info->so_off, info->so_len, "include_usage") > 1)) {
+        return REQUEST_DUP_STREAM;
+    }
     return REQUEST_OK;
 }
 
@@ -404,6 +419,11 @@ const char *request_status_message(enum request_status st)
         return "The request body nests arrays and objects too deeply.";
     case REQUEST_MODEL_BAD:
         return "The model parameter must be a non-empty string of at most 256 bytes without NUL.";
+    case REQUEST_DUP_STREAM:
+        return "The stream, stream_options or stream_options.include_usage parameter is given "
+               "more than once.";
+    case REQUEST_STREAM_NOT_BOOL:
+        return "The stream parameter must be a boolean.";
     }
     return "invalid request";
 }
@@ -421,21 +441,27 @@ int request_map_model(const char *body, size_t len, const struct request_info *i
     return BUF_OK;
 }
 
-/* The value span of member name in the (valid) object at body[off..off+len). */
+/* The value span of member name in the (valid) object at body[off..off+len)
+ * (its first occurrence). With count, every member is visited and *count
+ * gets how often name appears. */
 static bool find_member(const char *body, size_t off, size_t len, const char *name, size_t *voff,
-                        size_t *vlen, bool *empty)
+                        size_t *vlen, bool *empty, unsigned *count)
 {
     struct scan s = {.p = body + off + 1, .end = body + off + len, .start = body, .depth = 1};
+    bool found = false;
     *empty = true;
+    if (count != NULL) {
+        *count = 0;
+    }
     for (;;) {
         ws(&s);
         if (s.p >= s.end || *s.p != '"') {
-            return false;
+            return found;
         }
         *empty = false;
         const char *k = s.p;
         if (scan_string(&s) != 0) {
-            return false;
+            return found;
         }
         size_t klen = (size_t)(s.p - k);
         ws(&s);
@@ -443,20 +469,35 @@ static bool find_member(const char *body, size_t off, size_t len, const char *na
         ws(&s);
         const char *v = s.p;
         if (scan_value(&s) != 0) {
-            return false;
+            return found;
         }
         char key[32];
         if (decode_string(k, klen, key, sizeof(key) - 1) && strcmp(key, name) == 0) {
-            *voff = (size_t)(v - body);
-            *vlen = (size_t)(s.p - v);
-            return true;
+            if (!found) {
+                *voff = (size_t)(v - body);
+                *vlen = (size_t)(s.p - v);
+                found = true;
+            }
+            if (count == NULL) {
+                return true;
+            }
+            (*count)++;
         }
         ws(&s);
         if (s.p >= s.end || *s.p != ',') {
-            return false;
+            return found;
         }
         s.p++;
     }
+}
+
+static unsigned count_member(const char *body, size_t off, size_t len, const char *name)
+{
+    size_t voff, vlen;
+    bool empty;
+    unsigned n = 0;
+    find_member(body, off, len, name, &voff, &vlen, &empty, &n);
+    return n;
 }
 
 enum request_usage request_usage_edit(const char *body, size_t len, const struct request_info *info,
@@ -485,7 +526,8 @@ enum request_usage request_usage_edit(const char *body, size_t len, const struct
     }
     size_t voff, vlen;
     bool empty;
-    if (find_member(body, info->so_off, info->so_len, "include_usage", &voff, &vlen, &empty)) {
+    if (find_member(body, info->so_off, info->so_len, "include_usage", &voff, &vlen, &empty,
+                    NULL)) {
         if (vlen == 4 && memcmp(body + voff, "true", 4) == 0) {
             return REQUEST_USAGE_ASKED;
         }

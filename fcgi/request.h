@@ -21,6 +21,10 @@ enum request_status {
     REQUEST_DUP_MODEL = -5, /* "model" given twice: ambiguous */
     REQUEST_TOO_DEEP = -6,
     REQUEST_MODEL_BAD = -7, /* empty, too long or holds NUL */
+    /* "stream", "stream_options" or its "include_usage" given twice: parsers
+     * differ on which wins, so llmproxy and the backend could disagree */
+    REQUEST_DUP_STREAM = -8,
+    REQUEST_STREAM_NOT_BOOL = -9, /* "stream" neither true, false nor null */
 };
 
 struct request_info {
@@ -30,7 +34,9 @@ struct request_info {
     bool stream;                           /* top-level "stream": true (last one wins) */
     size_t close_off;                      /* the top-level object's closing brace */
     bool has_members;
-    size_t so_off, so_len; /* the value of a top-level "stream_options"; so_len 0: absent */
+    size_t so_off, so_len;   /* the value of a top-level "stream_options"; so_len 0: absent */
+    unsigned n_stream, n_so; /* how often each was given */
+    bool stream_bad;         /* "stream" was not a boolean or null */
 };
 
 /* One change to a body: del bytes at off give way to ins. */

@@ -38,6 +38,8 @@ struct source {
     size_t good_len;
     int (*check)(const char *text, size_t len, char *err, size_t n);
     bool keep_when_absent; /* a deleted routing file keeps the config; no keys file: keyless */
+    bool unusable;         /* the last try found a file that could not be used */
+    int failing;           /* the errno of an open or read failure, logged once */
 };
 
 static int check_routing(const char *text, size_t len, char *err, size_t n)
@@ -55,8 +57,8 @@ static int check_keys(const char *text, size_t len, char *err, size_t n)
 }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct source routing = {"routing file", NULL, {0}, NULL, 0, check_routing, true};
-static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, check_keys, false};
+static struct source routing = {"routing file", NULL, {0}, NULL, 0, check_routing, true, false, 0};
+static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, check_keys, false, false, 0};
 static struct snapshot *current;
 static struct state *shared;
 static uint64_t seen_generation;
@@ -87,14 +89,29 @@ static struct file_id stat_id(const char *path)
 /* Reads the file again; a valid version becomes the good text, an absent
  * file none; an invalid one is reported and the good text kept, so a bad
  * write never replaces a good config (nor opens a keyed gateway). */
+/* A file that exists but cannot be opened or read now (EMFILE, EACCES, EIO):
+ * tried again by the next request, logged once. */
+static void cannot_read(struct source *src, int err)
+{
+    if (src->failing != err) {
+        LOG_ERROR("cannot read %s %s: %s (tried again with each request)", src->what, src->path,
+                  strerror(err));
+    }
+    src->failing = err;
+    src->unusable = true;
+    src->seen.exists = -1; /* never equal to a stat: the next acquire retries */
+}
+
 static void reread(struct source *src)
 {
     int fd = open(src->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT) {
-            LOG_ERROR("cannot open %s %s: %s", src->what, src->path, strerror(errno));
+            cannot_read(src, errno);
             return;
         }
+        src->failing = 0;
+        src->unusable = false;
         src->seen.exists = 0;
         if (!src->keep_when_absent) {
             free(src->good);
@@ -111,18 +128,27 @@ static void reread(struct source *src)
     buf_init(&file, SNAPSHOT_MAX_FILE);
     int rc = buf_read_fd(&file, fd);
     close(fd);
-    if (rc != BUF_OK) {
-        LOG_ERROR("%s %s is unreadable or larger than %d bytes", src->what, src->path,
+    if (rc == BUF_TOOBIG) {
+        LOG_ERROR("%s %s is larger than %d bytes, keeping the previous one", src->what, src->path,
                   SNAPSHOT_MAX_FILE);
+        src->unusable = true;
         buf_cleanup(&file);
         return;
     }
+    if (rc != BUF_OK) {
+        cannot_read(src, EIO);
+        buf_cleanup(&file);
+        return;
+    }
+    src->failing = 0;
     char err[512];
     if (src->check(file.data != NULL ? file.data : "", file.len, err, sizeof(err)) != 0) {
         LOG_ERROR("%s %s is invalid, keeping the previous one: %s", src->what, src->path, err);
+        src->unusable = true;
         buf_cleanup(&file);
         return;
     }
+    src->unusable = false;
     free(src->good);
     src->good_len = file.len;
     src->good = buf_steal(&file, NULL);
@@ -146,6 +172,8 @@ static struct snapshot *build(void)
     if (keyfile.good != NULL) {
         s->keys = keys_parse(keyfile.good, keyfile.good_len, err, sizeof(err));
     }
+    /* a keys file that exists but was never usable: not keyless, closed */
+    s->keys_unusable = keyfile.good == NULL && keyfile.unusable;
     return s;
 }
 
@@ -157,6 +185,8 @@ static void forget(struct source *src)
     src->good = NULL;
     src->good_len = 0;
     memset(&src->seen, 0, sizeof(src->seen));
+    src->unusable = false;
+    src->failing = 0;
 }
 
 void snapshot_init(const char *path, struct state *st)

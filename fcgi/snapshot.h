@@ -13,7 +13,10 @@ struct keyring;
 struct snapshot {
     struct config *cfg;   /* NULL when no valid routing file was ever loaded */
     struct keyring *keys; /* NULL or empty: no client key (keyless mode) */
-    unsigned long refs;   /* atomic */
+    /* the keys file exists but no version of it could be used (invalid,
+     * unreadable): every /v1 request is refused, never served keyless */
+    bool keys_unusable;
+    unsigned long refs; /* atomic */
 };
 
 struct state;

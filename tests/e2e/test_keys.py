@@ -129,6 +129,9 @@ def keys_invalid_input_changes_nothing():
             assert want in msg, (body, msg)
         for raw in ("not json", "[1,2]", ""):
             assert kadmin("POST", "", raw).status == 400
+        # a field twice: parsers disagree on which counts (uniqueness was checked on one)
+        r = kadmin("POST", "", '{"Name": "fresh", "Name": "exists"}')
+        assert r.status == 400 and "Name is given more than once" in r.json()["error"]["message"], r.body
         assert keys_file() == before, "a refused change changed the keys file"
 
 
@@ -341,3 +344,111 @@ def budget_period_change_counts_what_was_spent():
         assert used() == {"Requests": 2, "PromptTokens": 20, "CompletionTokens": 40, "CostUsd": 0}, used()
         r = chat(Env.port(), "m", headers=bearer(k))
         assert r.status == 429 and r.json()["error"]["code"] == "insufficient_quota", r.body
+
+
+@test
+def broken_keys_file_never_means_keyless():
+    """A keys file that exists but could never be used (invalid, a newer
+    version's fields) refuses /v1 with 503: it must not fall back to keyless."""
+    srv = Env.server_class(Env.server.binary)
+    srv.start({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=brk"))]}})
+    try:
+        assert chat(srv.port, "m").status == 200  # keyless, from loopback
+        srv.stop()
+        path = os.path.join(srv.state, "client_keys.json")
+        with open(path, "w") as f:
+            f.write('{"Keys": [{"Id": "key_x", "Name": "x", "Hash": "00", "Rpm": 2000000000}]}')
+        os.chmod(path, 0o600)
+        srv.start()
+        r = chat(srv.port, "m")
+        assert r.status == 503 and r.json()["error"]["code"] == "client_keys_unavailable", r.body
+        assert "client_keys.json" in srv.log()
+        os.unlink(path)  # no file: keyless again, at once
+        assert chat(srv.port, "m").status == 200
+    finally:
+        srv.stop()
+    assert not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports())[-3000:]
+
+
+@test
+def stream_fields_that_could_hide_usage_are_refused():
+    """Parsers disagree on duplicated keys and lax booleans: a body whose stream
+    or include_usage llmproxy and a backend could read differently gets 400
+    (else usage could go unreported, and unpaid)."""
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=dupstream"))]}})
+    Env.up.reset()
+    for body in ('{"model":"m","stream":true,"stream":false,"messages":[]}',
+                 '{"model":"m","stream":1,"messages":[]}',
+                 '{"model":"m","stream":true,"stream_options":{"include_usage":true,'
+                 '"include_usage":false},"messages":[]}'):
+        r = request(Env.port(), "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        assert r[0] == 400, (body, r[0], r[2][:200])
+        e = json.loads(r[2])["error"]
+        assert e["param"] == "stream" and e["type"] == "invalid_request_error", e
+    assert requests_for("name=dupstream") == []
+
+
+@test
+def answers_without_usage_are_estimated_never_free():
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=nouse+nousage=1"))]}})
+    with keyed():
+        made = make(Name="nouse-key", BudgetTokens=1)
+        k = made["Key"]
+        r = chat(Env.port(), "m", headers=bearer(k))
+        assert r.status == 200 and "usage" not in r.json(), r.body
+        assert re.search(r"model=m .*status=200 .*usage=estimated", Env.server.log()[-5000:])
+        u = kadmin("GET", "/" + made["Id"]).json()["Usage"]
+        assert u["Requests"] == 1 and u["PromptTokens"] > 0 and u["CompletionTokens"] > 0, u
+        r = chat(Env.port(), "m", headers=bearer(k))
+        assert r.status == 429 and r.json()["error"]["code"] == "insufficient_quota", r.body
+
+
+@test
+def cli_key_commands():
+    """--add-key / --list-keys / --delete-key on the running instance's state dir;
+    run by root on a dir of another account, the files stay that account's."""
+    import pwd
+    import subprocess
+    import tempfile
+    admin = os.path.join(os.path.dirname(Env.server.binary), "llmproxy-admin.fcgi")
+
+    def cli(state, *args):
+        env = dict(os.environ, LLMPROXY_STATE_DIR=state, ASAN_OPTIONS="detect_leaks=1")
+        return subprocess.run([admin] + list(args), capture_output=True, text=True, env=env, timeout=30)
+    Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cli-keys"))]}})
+    with keyed():
+        p = cli(Env.server.state, "--add-key", "cli-team", "--rpm", "5", "--models", "m,other",
+                "--budget-usd", "2.5", "--period", "day")
+        assert p.returncode == 0, p.stderr
+        key = p.stdout.strip()
+        assert KEY_RE.match(key) and "shown this once" in p.stderr, (p.stdout, p.stderr)
+        made = [k for k in kadmin("GET").json()["Keys"] if k["Name"] == "cli-team"][0]
+        assert made["Rpm"] == 5 and made["Models"] == ["m", "other"] and made["BudgetUsd"] == 2.5 \
+            and made["BudgetPeriod"] == "day", made
+        assert chat(Env.port(), "m", headers=bearer(key)).status == 200
+        p = cli(Env.server.state, "--list-keys")
+        assert p.returncode == 0 and "cli-team" in p.stdout and made["Id"] in p.stdout, p.stdout
+        assert key not in p.stdout and key[12:] not in p.stdout + p.stderr
+        bad = cli(Env.server.state, "--add-key", "cli-team")
+        assert bad.returncode != 0 and "exists" in bad.stderr, bad.stderr
+        p = cli(Env.server.state, "--delete-key", made["Id"])
+        assert p.returncode == 0, p.stderr
+        assert chat(Env.port(), "m", headers=bearer(key)).status == 200  # no key left: keyless again
+        assert not [k for k in kadmin("GET").json()["Keys"] if k["Name"] == "cli-team"]
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        d = tempfile.mkdtemp(prefix="llmproxy-cli-owner-")
+        os.chmod(d, 0o755)
+        state = os.path.join(d, "state")
+        os.mkdir(state, 0o700)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        p = cli(state, "--add-key", "owned")
+        assert p.returncode == 0, p.stderr
+        for f in os.listdir(state):
+            st = os.stat(os.path.join(state, f))
+            assert st.st_uid == nobody.pw_uid, (f, st.st_uid)
+        assert stat.S_IMODE(os.stat(os.path.join(state, "client_keys.json")).st_mode) == 0o600
+        p = cli(state, "--list-keys")
+        assert p.returncode == 0 and "owned" in p.stdout, p.stderr
+        for f in os.listdir(state):
+            assert os.stat(os.path.join(state, f)).st_uid == nobody.pw_uid, f

@@ -70,5 +70,18 @@ int main(void)
     ok(strcmp(d, "1s") == 0, "duration %s", d);
     limit_duration(360000000, d, sizeof(d));
     ok(strcmp(d, "6m0s") == 0, "duration %s", d);
+    /* the wall clock steps back an hour: a key is not locked out for it */
+    uint64_t c = 0;
+    for (int i = 0; i < 6; i++) {
+        limit_take(&c, now, 6, &v);
+    }
+    ok(!limit_take(&c, now, 6, &v), "Rpm 6: the seventh refused");
+    ok(limit_take(&c, now - 3600000000ull, 6, &v), "after the clock steps back 1 h: served again");
+    uint64_t tk = 0;
+    limit_charge(&tk, now, 100, 1000000000);
+    ok(!limit_check(&tk, now, 100, &v) && v.retry_after <= 600 && v.retry_after > 500,
+       "one huge answer locks tokens for 10 minutes at most (%llu s)",
+       (unsigned long long)v.retry_after);
+    ok(limit_check(&tk, now - 3600000000ull, 100, &v), "tokens too, after a step back");
     return tap_done();
 }

@@ -18,8 +18,26 @@ int main(void)
        "simple body");
     ok(scan(" {\"stream\":true, \"model\" : \"m\" } ", &in) == REQUEST_OK && in.stream,
        "stream true");
-    ok(scan("{\"stream\":\"true\",\"model\":\"m\"}", &in) == REQUEST_OK && !in.stream,
-       "stream \"true\" is not true");
+    ok(scan("{\"stream\":\"true\",\"model\":\"m\"}", &in) == REQUEST_STREAM_NOT_BOOL,
+       "stream \"true\" is refused (a backend might read it as true)");
+    ok(scan("{\"stream\":1,\"model\":\"m\"}", &in) == REQUEST_STREAM_NOT_BOOL,
+       "stream 1 is refused");
+    ok(scan("{\"stream\":null,\"model\":\"m\"}", &in) == REQUEST_OK && !in.stream &&
+           scan("{\"stream\":false,\"model\":\"m\"}", &in) == REQUEST_OK && !in.stream,
+       "stream null and false: not a stream");
+    ok(scan("{\"stream\":true,\"stream\":false,\"model\":\"m\"}", &in) == REQUEST_DUP_STREAM,
+       "stream twice is refused");
+    ok(scan("{\"model\":\"m\",\"stream_options\":{},\"stream_options\":{}}", &in) ==
+           REQUEST_DUP_STREAM,
+       "stream_options twice is refused");
+    ok(scan("{\"model\":\"m\",\"stream_options\":{\"include_usage\":true,\"x\":1,"
+            "\"include_usage\":false}}",
+            &in) == REQUEST_DUP_STREAM,
+       "include_usage twice is refused");
+    ok(scan("{\"model\":\"m\",\"stream_options\":{\"x\":{\"include_usage\":1},"
+            "\"include_usage\":true}}",
+            &in) == REQUEST_OK,
+       "an include_usage nested deeper does not count");
     ok(scan("{\"inner\":{\"model\":\"x\"},\"model\":\"m\"}", &in) == REQUEST_OK &&
            strcmp(in.model, "m") == 0,
        "nested model ignored");
