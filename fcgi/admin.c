@@ -405,7 +405,7 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
         return metrics_route(a, c, method);
     }
     static const char *const areas[] = {ADMIN_PREFIX, "/admin/keys", "/admin/usage",
-                                        "/admin/requests"};
+                                        "/admin/requests", "/admin/health"};
     size_t area = ARRAY_LEN(areas);
     for (size_t i = 0; i < ARRAY_LEN(areas); i++) {
         size_t n = strlen(areas[i]);
@@ -434,6 +434,15 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
         return 403;
     }
     const char *rest = path + strlen(areas[area]);
+    if (area == 4) {
+        if (changes || *rest != '\0') {
+            admin_error(c, changes ? 405 : 404, changes ? "invalid_request_error" : "not_found",
+                        changes ? "use GET here" : "unknown admin URL",
+                        changes ? "Allow: GET\r\n" : NULL);
+            return changes ? 405 : 404;
+        }
+        return admin_health(a, c);
+    }
     if (area == 1) {
         return admin_keys_route(a, c, method, rest, body, len, need_body);
     }

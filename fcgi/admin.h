@@ -35,6 +35,8 @@ int admin_route(struct admin *a, struct conn *c, const char *method, const char 
 
 /* GET /metrics, after its token was checked (admin_metrics.c). */
 int admin_metrics(struct admin *a, struct conn *c);
+/* GET /admin/health: circuits and key cooldowns from the shared state. */
+int admin_health(struct admin *a, struct conn *c);
 
 /* Shared by admin.c, admin_keys.c and admin_usage.c. */
 void admin_error(struct conn *c, int status, const char *type, const char *msg, const char *extra);

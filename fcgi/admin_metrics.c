@@ -254,6 +254,91 @@ static void health_gauges(struct buf *o, const struct view *v)
     }
 }
 
+static cJSON *time_or_null(uint64_t ms)
+{
+    if (ms == 0) {
+        return cJSON_CreateNull();
+    }
+    char t[40];
+    utctime_format_rfc3339((int64_t)(ms / 1000), t, sizeof(t));
+    return cJSON_CreateString(t);
+}
+
+/* One backend as GET /admin/health shows it. */
+static cJSON *backend_health(const struct view *v, const struct config_model *m,
+                             const struct config_backend *b, uint64_t now)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "Name", b->name);
+    cJSON_AddBoolToObject(o, "Enabled", b->enabled);
+    const uint64_t *w =
+        v->st != NULL ? state_find(v->st, STATE_NS_CIRCUIT, m->name, b->name, b->base_url) : NULL;
+    uint64_t left = 0, fails = 0;
+    enum health_circuit circ =
+        w != NULL ? health_circuit_view(w, now, &left, &fails) : HEALTH_CLOSED;
+    cJSON_AddStringToObject(o, "Circuit", health_circuit_name(circ));
+    cJSON_AddNumberToObject(o, "ConsecutiveFailures", (double)fails);
+    cJSON_AddNumberToObject(o, "OpenForMs", (double)left);
+    struct metrics_last last = {0, 0, -1, 0};
+    if (v->st != NULL) {
+        metrics_last_get(v->st, m->name, b->name, &last);
+    }
+    if (last.error_ms > 0 && last.outcome >= 0 && last.outcome < PO_COUNT) {
+        char e[96];
+        const char *name = policy_rule((enum policy_outcome)last.outcome)->name;
+        if (last.status > 0) {
+            snprintf(e, sizeof(e), "%s (HTTP %d)", name, last.status);
+        } else {
+            snprintf(e, sizeof(e), "%s", name);
+        }
+        cJSON_AddStringToObject(o, "LastError", e);
+    } else {
+        cJSON_AddNullToObject(o, "LastError");
+    }
+    cJSON_AddItemToObject(o, "LastErrorAt", time_or_null(last.error_ms));
+    cJSON_AddItemToObject(o, "LastSuccessAt", time_or_null(last.ok_ms));
+    cJSON *keys = cJSON_AddArrayToObject(o, "Keys");
+    for (size_t k = 0; k < b->nkeys; k++) {
+        const uint64_t *kw =
+            v->st != NULL ? state_find(v->st, STATE_NS_KEY, b->base_url, b->keys[k], NULL) : NULL;
+        enum health_reason why = HEALTH_NONE;
+        uint64_t cool = kw != NULL ? health_key_wait(kw, now, &why) : 0;
+        cJSON *kj = cJSON_CreateObject();
+        cJSON_AddNumberToObject(kj, "Index", (double)k);
+        cJSON_AddNumberToObject(kj, "CoolingForMs", (double)cool);
+        if (cool > 0 && why == HEALTH_RATE_LIMITED) {
+            cJSON_AddStringToObject(kj, "Reason", "rate_limited");
+        } else if (cool > 0 && why == HEALTH_REJECTED) {
+            cJSON_AddStringToObject(kj, "Reason", "rejected");
+        } else {
+            cJSON_AddNullToObject(kj, "Reason");
+        }
+        cJSON_AddItemToArray(keys, kj);
+    }
+    return o;
+}
+
+int admin_health(struct admin *a, struct conn *c)
+{
+    struct view v;
+    view_open(a, &v);
+    uint64_t now = health_now_ms();
+    cJSON *root = cJSON_CreateObject();
+    cJSON *models = cJSON_AddObjectToObject(root, "Models");
+    for (size_t i = 0; v.cfg != NULL && i < v.cfg->nmodels; i++) {
+        const struct config_model *m = &v.cfg->models[i];
+        cJSON *mo = cJSON_AddObjectToObject(models, m->name);
+        cJSON *list = cJSON_AddArrayToObject(mo, "Backends");
+        for (size_t j = 0; j < m->nbackends; j++) {
+            cJSON_AddItemToArray(list, backend_health(&v, m, &m->backends[j], now));
+        }
+    }
+    view_close(&v);
+    admin_reply_tree(c, 200, root);
+    cJSON_Delete(root);
+    return 200;
+}
+
 int admin_metrics(struct admin *a, struct conn *c)
 {
     struct view v;

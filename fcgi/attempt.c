@@ -7,6 +7,7 @@
 #include "health.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "reply.h"
 #include "route.h"
 #include "state.h"
@@ -95,7 +96,13 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
     ctx->at_outcome = (int)o;
     uint64_t *kw = key_words(ctx, b, ctx->key_index);
     uint64_t *cw = circuit_words(ctx, b);
-    switch (policy_rule(o)->health) {
+    enum policy_health effect = policy_rule(o)->health;
+    if (effect == PH_BACKEND_OK) {
+        metrics_backend_ok(ctx->px->sh->st, ctx->model->name, b->name, now);
+    } else if (effect != PH_NONE) {
+        metrics_backend_error(ctx->px->sh->st, ctx->model->name, b->name, now, (int)o, ctx->status);
+    }
+    switch (effect) {
     case PH_NONE:
         break;
     case PH_BACKEND_OK:

@@ -185,6 +185,39 @@ bool metrics_hist_get(struct state *st, enum metrics_hist h, const char *model, 
     return any;
 }
 
+/* (model, backend, "last"): [0] last success ms, [1] last error ms,
+ * [2] its outcome + 1, [3] its HTTP status */
+#define K_LAST "last"
+
+void metrics_backend_ok(struct state *st, const char *model, const char *backend, uint64_t now_ms)
+{
+    uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), backend, K_LAST);
+    if (w != NULL && __atomic_load_n(&w[0], __ATOMIC_RELAXED) != now_ms) {
+        __atomic_store_n(&w[0], now_ms, __ATOMIC_RELAXED);
+    }
+}
+
+void metrics_backend_error(struct state *st, const char *model, const char *backend,
+                           uint64_t now_ms, int outcome, int status)
+{
+    uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), backend, K_LAST);
+    if (w != NULL) {
+        __atomic_store_n(&w[2], (uint64_t)(outcome + 1), __ATOMIC_RELAXED);
+        __atomic_store_n(&w[3], (uint64_t)(status > 0 ? status : 0), __ATOMIC_RELAXED);
+        __atomic_store_n(&w[1], now_ms, __ATOMIC_RELEASE);
+    }
+}
+
+void metrics_last_get(struct state *st, const char *model, const char *backend,
+                      struct metrics_last *out)
+{
+    const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), backend, K_LAST);
+    out->ok_ms = w != NULL ? __atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
+    out->error_ms = w != NULL ? __atomic_load_n(&w[1], __ATOMIC_ACQUIRE) : 0;
+    out->outcome = w != NULL ? (int)__atomic_load_n(&w[2], __ATOMIC_RELAXED) - 1 : -1;
+    out->status = w != NULL ? (int)__atomic_load_n(&w[3], __ATOMIC_RELAXED) : 0;
+}
+
 void metrics_active(struct state *st, int delta)
 {
     uint64_t *w = state_words(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);

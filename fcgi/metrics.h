@@ -36,6 +36,18 @@ void metrics_attempt(struct state *st, const char *model, const char *backend, c
 void metrics_usage(struct state *st, const char *model, const char *backend, const char *key,
                    uint64_t prompt, uint64_t completion, uint64_t cost_micro);
 void metrics_observe(struct state *st, enum metrics_hist h, const char *model, uint64_t us);
+/* A backend's last success and last failure (for /admin/health): outcome
+ * is a policy outcome, status the HTTP status (0: none). */
+void metrics_backend_ok(struct state *st, const char *model, const char *backend, uint64_t now_ms);
+void metrics_backend_error(struct state *st, const char *model, const char *backend,
+                           uint64_t now_ms, int outcome, int status);
+struct metrics_last {
+    uint64_t ok_ms, error_ms; /* 0: never */
+    int outcome;              /* -1: none */
+    int status;
+};
+void metrics_last_get(struct state *st, const char *model, const char *backend,
+                      struct metrics_last *out);
 /* Requests being served now: +1 when one starts, -1 when it ends. */
 void metrics_active(struct state *st, int delta);
 

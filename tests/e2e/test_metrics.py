@@ -10,7 +10,7 @@ import tempfile
 from harness import backend, chat, fetch, request
 from test_admin import token
 from test_keys import bearer, keyed, make
-from test_proxy import Env, U, run_parallel, test
+from test_proxy import Env, U, requests_for, run_parallel, test
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -140,3 +140,31 @@ def metrics_token_from_env():
     finally:
         srv.stop()
     assert not srv.sanitizer_reports(), "\n".join(srv.sanitizer_reports())[-3000:]
+
+
+@test
+def admin_health_is_the_routers_view():
+    Env.routing({"hx": {"Strategy": "Failover", "Backends": [
+        backend("flaky", U("name=hx-flaky+status=503")),
+        backend("good", U("name=hx-good+status=429+ra=60+onlykey=hk0"), keys=["hk0", "hk1"])]}})
+    h = {"Authorization": "Bearer " + token()}
+    assert fetch(Env.port(), "GET", "/admin/health", None, {}).status == 401
+    assert fetch(Env.port(), "POST", "/admin/health", "{}", h).status == 405
+    assert fetch(Env.port(), "GET", "/admin/health/x", None, h).status == 404
+    for _ in range(3):
+        assert chat(Env.port(), "hx").status == 200
+    r = fetch(Env.port(), "GET", "/admin/health", None, h)
+    assert r.status == 200, r.body
+    flaky, good = r.json()["Models"]["hx"]["Backends"]
+    assert flaky["Name"] == "flaky" and flaky["Circuit"] == "open", flaky
+    assert flaky["ConsecutiveFailures"] >= 3 and 0 < flaky["OpenForMs"] <= 5000, flaky
+    assert flaky["LastError"] == "server_error (HTTP 503)" and flaky["LastErrorAt"], flaky
+    assert flaky["LastSuccessAt"] is None and all(k["CoolingForMs"] == 0 for k in flaky["Keys"]), flaky
+    assert good["Circuit"] == "closed" and good["LastSuccessAt"] is not None, good
+    k0, k1 = good["Keys"]
+    assert k0["Index"] == 0 and k0["Reason"] == "rate_limited" and 55000 < k0["CoolingForMs"] <= 60000, k0
+    assert k1 == {"Index": 1, "CoolingForMs": 0, "Reason": None}, k1
+    # the router agrees: the open circuit and the cooling key are skipped
+    Env.up.reset()
+    assert chat(Env.port(), "hx").status == 200
+    assert requests_for("name=hx-flaky") == [] and len(requests_for("name=hx-good")) == 1
