@@ -32,6 +32,13 @@ static void end_with_error(struct request_ctx *ctx, enum policy_outcome o);
 static void log_skip(struct request_ctx *ctx, const struct config_backend *b, const char *why,
                      uint64_t wait_ms)
 {
+    if (log_json()) {
+        buf_append_str(&ctx->log, ctx->log.len ? ",{\"backend\":\"" : "{\"backend\":\"");
+        buf_append_json_str(&ctx->log, b->name);
+        buf_printf(&ctx->log, "\",\"skipped\":\"%s\",\"wait_ms\":%llu}", why,
+                   (unsigned long long)wait_ms);
+        return;
+    }
     buf_printf(&ctx->log, "%s%s:%s:%llus", ctx->log.len ? " " : "", b->name, why,
                (unsigned long long)((wait_ms + 999) / 1000));
 }

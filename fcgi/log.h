@@ -3,6 +3,7 @@
 #ifndef LLMPROXY_LOG_H
 #define LLMPROXY_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Never pass an API key or an Authorization header to these. */
@@ -12,6 +13,16 @@ void log_msg(const char *level, const char *file, int line, const char *fmt, ...
 void log_line(const char *text, size_t len);
 /* The same from a format; a line longer than 8 KiB is cut there. */
 void log_linef(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* LLMPROXY_LOG_FORMAT=json: every line is one JSON object, for log
+ * shippers: {"time", "pid", then the line's own members}. */
+bool log_json(void);
+/* Writes {"time":...,"pid":...,<members>} as one line; members is JSON
+ * members text ("a":1,"b":"x"). */
+void log_json_line(const char *members, size_t len);
+/* Appends s as the inside of a JSON string (escaped, control characters
+ * as \u00XX) to out[*k..n), never past n - 1; false when it did not fit. */
+bool log_json_escape(char *out, size_t n, size_t *k, const char *s);
 
 #define LOG_ERROR(...) log_msg("error", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_WARN(...) log_msg("warn", __FILE__, __LINE__, __VA_ARGS__)

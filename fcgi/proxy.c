@@ -9,6 +9,7 @@
 #include "endpoint.h"
 #include "health.h"
 #include "http.h"
+#include "keys.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -136,6 +137,8 @@ static void ctx_free(struct request_ctx *ctx)
     free(ctx);
 }
 
+static void log_request_json(struct request_ctx *ctx, int status, double ms);
+
 /* The one log line, the connection let go, everything released. */
 static void do_finish(struct request_ctx *ctx)
 {
@@ -159,7 +162,9 @@ static void do_finish(struct request_ctx *ctx)
     }
     metrics_active(st, -1);
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
-    if (ctx->scanned) {
+    if (log_json()) {
+        log_request_json(ctx, status, ms);
+    } else if (ctx->scanned) {
         log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f%s",
                   ctx->rid, ctx->ep->upstream_path, ctx->info.model, ctx->info.stream,
                   ctx->log.data != NULL ? ctx->log.data : "", status,
@@ -221,8 +226,62 @@ void proxy_log_attempt(struct request_ctx *ctx, const char *outcome)
                             : strcmp(outcome, "start_failed") == 0 ? PO_CONNECT
                                                                    : PO_TIMEOUT;
     metrics_attempt(ctx->px->sh->st, ctx->model->name, ctx->backend->name, policy_rule(o)->name);
+    double ms = (double)(now_us() - ctx->attempt_t0) / 1000.0;
+    if (log_json()) {
+        buf_append_str(&ctx->log, ctx->log.len ? ",{\"backend\":\"" : "{\"backend\":\"");
+        buf_append_json_str(&ctx->log, ctx->backend->name);
+        buf_printf(&ctx->log, "\",\"key\":%zu,\"outcome\":\"", ctx->key_index);
+        buf_append_json_str(&ctx->log, outcome);
+        buf_printf(&ctx->log, "\",\"ms\":%.1f}", ms);
+        return;
+    }
     buf_printf(&ctx->log, "%s%s#%zu:%s:%.1fms", ctx->log.len ? " " : "", ctx->backend->name,
-               ctx->key_index, outcome, (double)(now_us() - ctx->attempt_t0) / 1000.0);
+               ctx->key_index, outcome, ms);
+}
+
+/* The request's line in LLMPROXY_LOG_FORMAT=json: the fields of the text
+ * line, as members of one object. */
+static void log_request_json(struct request_ctx *ctx, int status, double ms)
+{
+    struct buf b;
+    buf_init(&b, 16384);
+    buf_printf(&b, "\"req\":\"%s\",", ctx->rid);
+    if (ctx->scanned) {
+        buf_append_str(&b, "\"path\":\"");
+        buf_append_json_str(&b, ctx->ep->upstream_path);
+        buf_append_str(&b, "\",\"model\":\"");
+        buf_append_json_str(&b, ctx->info.model);
+        buf_printf(&b, "\",\"stream\":%s,", ctx->info.stream ? "true" : "false");
+        if (ctx->key != NULL) {
+            buf_append_str(&b, "\"key\":\"");
+            buf_append_json_str(&b, ctx->key->name);
+            buf_append_str(&b, "\",");
+        }
+        buf_printf(&b, "\"attempts\":[%s],", ctx->log.data != NULL ? ctx->log.data : "");
+    } else {
+        buf_append_str(&b, "\"method\":\"");
+        buf_append_json_str(&b, ctx->method);
+        buf_append_str(&b, "\",\"path\":\"");
+        buf_append_json_str(&b, ctx->path);
+        buf_append_str(&b, "\",");
+    }
+    buf_printf(&b, "\"status\":%d,", status);
+    if (ctx->gone && (!ctx->scanned || ctx->state == RQ_RELAY)) {
+        buf_append_str(&b, "\"gone\":\"");
+        buf_append_json_str(&b, ctx->gone_name != NULL ? ctx->gone_name : "client_gone");
+        buf_append_str(&b, "\",");
+    }
+    if (ctx->scanned) {
+        buf_printf(&b, "\"bytes\":%zu,", ctx->bytes_out);
+    }
+    if (ctx->usage_estimated) {
+        buf_append_str(&b, "\"usage\":\"estimated\",");
+    }
+    buf_printf(&b, "\"ms\":%.2f", ms);
+    if (b.data != NULL) {
+        log_json_line(b.data, b.len);
+    }
+    buf_cleanup(&b);
 }
 
 /* Writes to the client; 0, or -1 when it is gone. */

@@ -2,6 +2,7 @@
 "Metrics and live health"): Prometheus text, summed over every process."""
 
 import os
+import time
 import re
 import shutil
 import subprocess
@@ -168,3 +169,37 @@ def admin_health_is_the_routers_view():
     Env.up.reset()
     assert chat(Env.port(), "hx").status == 200
     assert requests_for("name=hx-flaky") == [] and len(requests_for("name=hx-good")) == 1
+
+
+@test
+def json_log_lines():
+    """LLMPROXY_LOG_FORMAT=json: each request's one line is one JSON object with
+    the fields of the text line; the programs' other lines are JSON too."""
+    import json
+    srv = Env.server_class(Env.server.binary, env={"LLMPROXY_LOG_FORMAT": "json"})
+    srv.start({"jl": {"Strategy": "Failover", "Backends": [
+        backend("bad", U("name=jl-bad+status=503")), backend("good", U("name=jl-good"))]}})
+    try:
+        assert chat(srv.port, "jl").status == 200
+        assert chat(srv.port, "jl", stream=True).status == 200
+        assert chat(srv.port, 'no "such" model').status == 404
+        assert request(srv.port, "GET", "/health")[0] == 200
+        time.sleep(0.3)
+        log = srv.log()
+    finally:
+        srv.stop()
+    objs = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert not re.search(r"llmproxy\[\d+\] req=", log), log[-2000:]
+    reqs = [o for o in objs if "req" in o]
+    chats = [o for o in reqs if o.get("model") == "jl"]
+    assert len(chats) == 2, reqs
+    first = chats[0]
+    assert first["path"] == "/chat/completions" and first["status"] == 200 and first["stream"] is False
+    assert [a["backend"] for a in first["attempts"]] == ["bad", "good"], first
+    assert first["attempts"][0]["outcome"] == "503" and first["attempts"][1]["outcome"] == "200"
+    assert isinstance(first["ms"], float) and first["bytes"] > 0 and first["time"].endswith("Z")
+    assert chats[1]["stream"] is True
+    missing = [o for o in reqs if o.get("model") == 'no "such" model']
+    assert len(missing) == 1 and missing[0]["status"] == 404, reqs
+    assert any(o.get("path") == "/health" and o.get("method") == "GET" for o in reqs), reqs
+    assert any(o.get("level") == "info" and "msg" in o for o in objs), objs[:5]

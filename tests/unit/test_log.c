@@ -68,5 +68,26 @@ int main(void)
            strstr(out, "error tests/unit/test_log.c:") != NULL,
        "LOG_ERROR with a long message: one line with file and line");
     free(out);
+    /* LLMPROXY_LOG_FORMAT=json: one object per line, strings escaped */
+    json_mode = 1;
+    out = capture(control_chars, &n);
+    ok(n > 0 && strncmp(out, "{\"time\":\"", 9) == 0 && strstr(out, "\"pid\":") != NULL &&
+           strstr(out, "\"msg\":\"model=a\\u000ab\\u000dc\\u0001d\"}\n") != NULL,
+       "json: a plain line is a msg, control characters escaped: %s", out);
+    free(out);
+    out = capture(message, &n);
+    ok(n > 0 && strstr(out, "\"level\":\"error\",\"src\":\"tests/unit/test_log.c:") != NULL &&
+           out[n - 2] == '}' && out[n - 1] == '\n',
+       "json: LOG_ERROR has level and src");
+    free(out);
+    out = capture(long_line, &n);
+    ok(n > 0 && out[n - 2] == '}' && memchr(out, '\n', n) == out + n - 1,
+       "json: a line too long stays one whole object");
+    free(out);
+    char e[16];
+    size_t k = 0;
+    ok(!log_json_escape(e, sizeof(e), &k, "\"\"\"\"\"\"\"\"\"\"") && k < sizeof(e),
+       "escaping stops at the buffer's end (%zu)", k);
+    json_mode = 0;
     return tap_done();
 }
