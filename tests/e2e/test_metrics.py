@@ -203,3 +203,64 @@ def json_log_lines():
     assert len(missing) == 1 and missing[0]["status"] == 404, reqs
     assert any(o.get("path") == "/health" and o.get("method") == "GET" for o in reqs), reqs
     assert any(o.get("level") == "info" and "msg" in o for o in objs), objs[:5]
+
+
+@test(servers=("lighttpd",))
+def real_prometheus_scrapes_and_answers_promql():
+    """Debian's Prometheus scrapes /metrics (with the token, every second) and a
+    PromQL query over what it stored gives the count of requests made."""
+    import json
+    import urllib.parse
+    import urllib.request
+    from harness import free_port
+    prom = shutil.which("prometheus")
+    assert prom, "prometheus (Debian package) is missing"
+    Env.routing({"pq": {"Strategy": "RoundRobin", "Backends": [
+        backend("a", U("name=pq-a")), backend("b", U("name=pq-b"))]}})
+    for _ in range(7):
+        assert chat(Env.port(), "pq").status == 200
+    work = tempfile.mkdtemp(prefix="llmproxy-prom-")
+    port = free_port()
+    with open(os.path.join(work, "prometheus.yml"), "w") as f:
+        f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                "scrape_configs:\n  - job_name: llmproxy\n    authorization:\n"
+                "      credentials: %s\n    static_configs:\n      - targets: ['127.0.0.1:%d']\n"
+                % (token(), Env.port()))
+    log = open(os.path.join(work, "prometheus.log"), "wb")
+    p = subprocess.Popen([prom, "--config.file=" + os.path.join(work, "prometheus.yml"),
+                          "--storage.tsdb.path=" + os.path.join(work, "data"),
+                          "--web.listen-address=127.0.0.1:%d" % port], stdout=log, stderr=log,
+                         start_new_session=True)
+    try:
+        def query(q):
+            url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote(q))
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    res = json.load(r)["data"]["result"]
+            except OSError:
+                return None
+            return float(res[0]["value"][1]) if res else None
+        deadline = time.time() + 30
+        got = None
+        while time.time() < deadline:
+            got = query('sum(llmproxy_requests_total{job="llmproxy",model="pq",status="200"})')
+            if got == 7:
+                break
+            time.sleep(0.5)
+        assert got == 7, (got, open(os.path.join(work, "prometheus.log")).read()[-2000:])
+        up = query('up{job="llmproxy"}')
+        assert up == 1, up
+        per = query('sum by (backend) (llmproxy_backend_attempts_total{model="pq",outcome="ok"})')
+        assert per is not None
+        for _ in range(3):
+            assert chat(Env.port(), "pq").status == 200
+        deadline = time.time() + 15
+        while time.time() < deadline and got != 10:
+            got = query('sum(llmproxy_requests_total{model="pq",status="200"})')
+            time.sleep(0.5)
+        assert got == 10, got
+    finally:
+        os.killpg(p.pid, 15)
+        p.wait(timeout=10)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
