@@ -297,6 +297,36 @@ static cJSON *backend_health(const struct view *v, const struct config_model *m,
     }
     cJSON_AddItemToObject(o, "LastErrorAt", time_or_null(last.error_ms));
     cJSON_AddItemToObject(o, "LastSuccessAt", time_or_null(last.ok_ms));
+    /* the last 5 minutes and the last hour, for the status page */
+    struct metrics_recent rc;
+    if (v->st != NULL) {
+        metrics_recent_get(v->st, m->name, b->name, now, &rc);
+    } else {
+        memset(&rc, 0, sizeof(rc));
+        rc.latency_p50 = rc.latency_p95 = rc.ttfb_p50 = rc.ttfb_p95 = -1;
+    }
+    cJSON *r = cJSON_AddObjectToObject(o, "Recent");
+    cJSON_AddNumberToObject(r, "RequestsPerMinute", (double)rc.attempts / METRICS_RECENT_WINDOW);
+    cJSON_AddNumberToObject(r, "ErrorRate",
+                            rc.attempts ? (double)rc.errors / (double)rc.attempts : 0.0);
+    const struct {
+        const char *name;
+        double v;
+    } q[] = {{"LatencyP50Ms", rc.latency_p50},
+             {"LatencyP95Ms", rc.latency_p95},
+             {"TtfbP50Ms", rc.ttfb_p50},
+             {"TtfbP95Ms", rc.ttfb_p95}};
+    for (size_t i = 0; i < ARRAY_LEN(q); i++) {
+        if (q[i].v < 0) {
+            cJSON_AddNullToObject(r, q[i].name);
+        } else {
+            cJSON_AddNumberToObject(r, q[i].name, (double)(int64_t)(q[i].v * 10 + 0.5) / 10);
+        }
+    }
+    cJSON *pm = cJSON_AddArrayToObject(r, "PerMinute");
+    for (int i = 0; i < METRICS_RECENT_MINUTES; i++) {
+        cJSON_AddItemToArray(pm, cJSON_CreateNumber((double)rc.per_minute[i]));
+    }
     cJSON *keys = cJSON_AddArrayToObject(o, "Keys");
     for (size_t k = 0; k < b->nkeys; k++) {
         const uint64_t *kw =

@@ -218,6 +218,174 @@ void metrics_last_get(struct state *st, const char *model, const char *backend,
     out->status = w != NULL ? (int)__atomic_load_n(&w[3], __ATOMIC_RELAXED) : 0;
 }
 
+/* ---- the recent past ---- */
+
+#define RECENT_BUCKETS 14
+static const uint64_t recent_le_ms[RECENT_BUCKETS - 1] = {5,    10,   25,   50,    100,   250,  500,
+                                                          1000, 2500, 5000, 10000, 30000, 60000};
+#define RING_LAT 6 /* minutes kept of the distributions: the window and the current one */
+#define LAT_PARTS ((1 + RECENT_BUCKETS + STATE_WORDS - 1) / STATE_WORDS)
+
+/* The slot of a minute in a ring, reset when the ring comes round to it:
+ * word 0 holds the minute + 1 (0: never used). parts > 1: the first part's
+ * stamp stands for all. */
+static uint64_t *ring_slot(struct state *st, const char *model, const char *backend,
+                           const char *kind, uint64_t minute, unsigned ring, unsigned part,
+                           bool claim)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "%s%u.%u", kind, (unsigned)(minute % ring), part);
+    return claim ? state_words(st, STATE_NS_METRIC, m(model), backend, name)
+                 : state_find(st, STATE_NS_METRIC, m(model), backend, name);
+}
+
+static bool ring_current(struct state *st, const char *model, const char *backend, const char *kind,
+                         uint64_t minute, unsigned ring, unsigned parts)
+{
+    uint64_t *w0 = ring_slot(st, model, backend, kind, minute, ring, 0, true);
+    if (w0 == NULL) {
+        return false;
+    }
+    uint64_t stamp = __atomic_load_n(&w0[0], __ATOMIC_ACQUIRE);
+    if (stamp == minute + 1) {
+        return true;
+    }
+    if (stamp > minute + 1 || !__atomic_compare_exchange_n(&w0[0], &stamp, minute + 1, false,
+                                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        return stamp == minute + 1 || __atomic_load_n(&w0[0], __ATOMIC_ACQUIRE) == minute + 1;
+    }
+    /* this caller moved the slot to the new minute: clear the old counts */
+    for (unsigned p = 0; p < parts; p++) {
+        uint64_t *w = p == 0 ? w0 : ring_slot(st, model, backend, kind, minute, ring, p, true);
+        for (int i = p == 0 ? 1 : 0; w != NULL && i < STATE_WORDS; i++) {
+            __atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
+        }
+    }
+    return true;
+}
+
+void metrics_recent_attempt(struct state *st, const char *model, const char *backend, bool failed,
+                            uint64_t now_ms)
+{
+    uint64_t minute = now_ms / 60000;
+    if (!ring_current(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 1)) {
+        return;
+    }
+    uint64_t *w = ring_slot(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 0, true);
+    __atomic_add_fetch(&w[1], 1, __ATOMIC_RELAXED);
+    if (failed) {
+        __atomic_add_fetch(&w[2], 1, __ATOMIC_RELAXED);
+    }
+}
+
+static int recent_bucket(uint64_t ms)
+{
+    int i = 0;
+    while (i < RECENT_BUCKETS - 1 && ms > recent_le_ms[i]) {
+        i++;
+    }
+    return i;
+}
+
+static void recent_add(struct state *st, const char *model, const char *backend, const char *kind,
+                       uint64_t minute, uint64_t us)
+{
+    if (!ring_current(st, model, backend, kind, minute, RING_LAT, LAT_PARTS)) {
+        return;
+    }
+    int word = 1 + recent_bucket((us + 999) / 1000);
+    uint64_t *w =
+        ring_slot(st, model, backend, kind, minute, RING_LAT, (unsigned)(word / STATE_WORDS), true);
+    if (w != NULL) {
+        __atomic_add_fetch(&w[word % STATE_WORDS], 1, __ATOMIC_RELAXED);
+    }
+}
+
+void metrics_recent_answer(struct state *st, const char *model, const char *backend,
+                           uint64_t total_us, uint64_t ttfb_us, uint64_t now_ms)
+{
+    uint64_t minute = now_ms / 60000;
+    recent_add(st, model, backend, "l", minute, total_us);
+    if (ttfb_us > 0) {
+        recent_add(st, model, backend, "t", minute, ttfb_us);
+    }
+}
+
+double metrics_recent_quantile(const uint64_t *counts, double q)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < RECENT_BUCKETS; i++) {
+        total += counts[i];
+    }
+    if (total == 0) {
+        return -1;
+    }
+    double want = q * (double)total, cum = 0;
+    for (int i = 0; i < RECENT_BUCKETS; i++) {
+        if (counts[i] > 0 && cum + (double)counts[i] >= want) {
+            double lo = i == 0 ? 0 : (double)recent_le_ms[i - 1];
+            double hi = i < RECENT_BUCKETS - 1 ? (double)recent_le_ms[i] : lo * 2;
+            return lo + (hi - lo) * ((want - cum) / (double)counts[i]);
+        }
+        cum += (double)counts[i];
+    }
+    return (double)recent_le_ms[RECENT_BUCKETS - 2];
+}
+
+static void recent_dist(struct state *st, const char *model, const char *backend, const char *kind,
+                        uint64_t now_min, uint64_t *counts)
+{
+    for (int i = 0; i < RECENT_BUCKETS; i++) {
+        counts[i] = 0;
+    }
+    for (uint64_t k = 0; k < METRICS_RECENT_WINDOW && k <= now_min; k++) {
+        uint64_t minute = now_min - k;
+        for (unsigned p = 0; p < LAT_PARTS; p++) {
+            const uint64_t *w = ring_slot(st, model, backend, kind, minute, RING_LAT, p, false);
+            if (w == NULL) {
+                break;
+            }
+            if (p == 0 && __atomic_load_n(&w[0], __ATOMIC_ACQUIRE) != minute + 1) {
+                break; /* an older minute's, or never used */
+            }
+            for (int j = 0; j < STATE_WORDS; j++) {
+                int word = (int)p * STATE_WORDS + j;
+                if (word >= 1 && word <= RECENT_BUCKETS) {
+                    counts[word - 1] += __atomic_load_n(&w[j], __ATOMIC_RELAXED);
+                }
+            }
+        }
+    }
+}
+
+void metrics_recent_get(struct state *st, const char *model, const char *backend, uint64_t now_ms,
+                        struct metrics_recent *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t now_min = now_ms / 60000;
+    for (unsigned k = 0; k < METRICS_RECENT_MINUTES && k <= now_min; k++) {
+        uint64_t minute = now_min - k;
+        const uint64_t *w =
+            ring_slot(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 0, false);
+        if (w == NULL || __atomic_load_n(&w[0], __ATOMIC_ACQUIRE) != minute + 1) {
+            continue;
+        }
+        uint64_t a = __atomic_load_n(&w[1], __ATOMIC_RELAXED);
+        out->per_minute[METRICS_RECENT_MINUTES - 1 - k] = a;
+        if (k < METRICS_RECENT_WINDOW) {
+            out->attempts += a;
+            out->errors += __atomic_load_n(&w[2], __ATOMIC_RELAXED);
+        }
+    }
+    uint64_t counts[RECENT_BUCKETS];
+    recent_dist(st, model, backend, "l", now_min, counts);
+    out->latency_p50 = metrics_recent_quantile(counts, 0.5);
+    out->latency_p95 = metrics_recent_quantile(counts, 0.95);
+    recent_dist(st, model, backend, "t", now_min, counts);
+    out->ttfb_p50 = metrics_recent_quantile(counts, 0.5);
+    out->ttfb_p95 = metrics_recent_quantile(counts, 0.95);
+}
+
 void metrics_active(struct state *st, int delta)
 {
     uint64_t *w = state_words(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);

@@ -48,6 +48,30 @@ struct metrics_last {
 };
 void metrics_last_get(struct state *st, const char *model, const char *backend,
                       struct metrics_last *out);
+/* The recent past per (model, backend), for the status page: attempts and
+ * failures per wall-clock minute for the last hour, and the distributions
+ * of answer time and time to first byte for the last 5 minutes (buckets in
+ * ms: 5 10 25 50 100 250 500 1000 2500 5000 10000 30000 60000 +Inf). Rings
+ * of minutes in the shared state; a minute's slot is reset when it comes
+ * round again (a count racing that reset may be lost: this is a view, not
+ * billing). */
+#define METRICS_RECENT_MINUTES 60
+#define METRICS_RECENT_WINDOW 5
+void metrics_recent_attempt(struct state *st, const char *model, const char *backend, bool failed,
+                            uint64_t now_ms);
+void metrics_recent_answer(struct state *st, const char *model, const char *backend,
+                           uint64_t total_us, uint64_t ttfb_us, uint64_t now_ms);
+struct metrics_recent {
+    uint64_t per_minute[METRICS_RECENT_MINUTES]; /* attempts, oldest first, this minute last */
+    uint64_t attempts, errors;                   /* the last 5 minutes */
+    double latency_p50, latency_p95, ttfb_p50, ttfb_p95; /* ms; < 0: no answer */
+};
+void metrics_recent_get(struct state *st, const char *model, const char *backend, uint64_t now_ms,
+                        struct metrics_recent *out);
+/* The q-quantile (0..1) of bucket counts over the status page's bounds, ms,
+ * interpolated within its bucket; < 0 when counts are all 0. */
+double metrics_recent_quantile(const uint64_t *counts, double q);
+
 /* Requests being served now: +1 when one starts, -1 when it ends. */
 void metrics_active(struct state *st, int delta);
 

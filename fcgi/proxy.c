@@ -155,9 +155,14 @@ static void do_finish(struct request_ctx *ctx)
         metrics_request(st, model, status);
     }
     if (ctx->model != NULL) {
-        metrics_observe(st, METRICS_DURATION, model, (uint64_t)(now_us() - ctx->t0));
+        uint64_t total = (uint64_t)(now_us() - ctx->t0);
+        metrics_observe(st, METRICS_DURATION, model, total);
         if (ctx->ttfb_us > 0) {
             metrics_observe(st, METRICS_TTFB, model, (uint64_t)ctx->ttfb_us);
+        }
+        if (ctx->answered && ctx->backend != NULL) {
+            metrics_recent_answer(st, model, ctx->backend->name, total, (uint64_t)ctx->ttfb_us,
+                                  health_now_ms());
         }
     }
     metrics_active(st, -1);
@@ -225,7 +230,11 @@ void proxy_log_attempt(struct request_ctx *ctx, const char *outcome)
                             : strcmp(outcome, "shutdown") == 0     ? PO_SHUTDOWN
                             : strcmp(outcome, "start_failed") == 0 ? PO_CONNECT
                                                                    : PO_TIMEOUT;
-    metrics_attempt(ctx->px->sh->st, ctx->model->name, ctx->backend->name, policy_rule(o)->name);
+    struct state *st = ctx->px->sh->st;
+    metrics_attempt(st, ctx->model->name, ctx->backend->name, policy_rule(o)->name);
+    metrics_recent_attempt(st, ctx->model->name, ctx->backend->name,
+                           o != PO_ANSWER && o != PO_CLIENT_ERROR && o != PO_CLIENT_GONE,
+                           health_now_ms());
     double ms = (double)(now_us() - ctx->attempt_t0) / 1000.0;
     if (log_json()) {
         buf_append_str(&ctx->log, ctx->log.len ? ",{\"backend\":\"" : "{\"backend\":\"");

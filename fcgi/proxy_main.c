@@ -99,7 +99,8 @@ static size_t config_names(void)
         const struct config_model *m = &s->cfg->models[i];
         n += 1 + 12 + 8;
         for (size_t j = 0; j < m->nbackends; j++) {
-            n += 2 + m->backends[j].nkeys + 6 + clients + 1;
+            /* + the status page's rings: 60 minutes, 6 x 2 distributions */
+            n += 2 + m->backends[j].nkeys + 6 + clients + 1 + 60 + 36;
         }
     }
     snapshot_release(s);

@@ -230,10 +230,22 @@ def seed_usage(srv):
     the programs write them, so the Usage chart has known bars: day 1 1000
     tokens of seed-alpha, day 2 3000 of seed-alpha stacked on 1000 of seed-beta."""
     import sqlite3
-    from harness import fetch
-    from test_admin import token
-    # an admin usage query makes usage.db (with its tables) if no request has yet
-    fetch(srv.port, "GET", "/admin/usage", None, {"Authorization": "Bearer " + token()})
+    # a request (even refused) is recorded, and its process's writer makes
+    # usage.db with its tables within a second
+    from harness import chat
+    chat(srv.port, "seed/no-such-model")
+    path = os.path.join(srv.state, "usage.db")
+    deadline = time.time() + 10
+    while True:
+        try:
+            with sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5) as ro:
+                if ro.execute("SELECT name FROM sqlite_master WHERE name = 'hourly'").fetchone():
+                    break
+        except sqlite3.Error:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError("usage.db has no table hourly after 10 s")
+        time.sleep(0.1)
     today = int(time.time() // 86400)
     d1, d2 = today - 5, today - 3
     rows = [(d1 * 24 + 10, "seed-a", "seed-alpha", 600, 400, 500000),

@@ -354,6 +354,46 @@ try {
   }
   await admin("DELETE", `/admin/config/${kmodel}`);
 
+  // ---- Status tab: circuits, cooldowns, the last minutes, refreshing ----
+  const smodel = "browser/status-model";
+  const down = upstream.replace("name=browser", "name=browser-down+status=503");
+  const limited = upstream.replace("name=browser", "name=browser-rl+status=429+ra=90+onlykey=sk-st-0");
+  r = await admin("POST", `/admin/config/${smodel}`, { Strategy: "Failover", Backends: [
+    { Name: "down", BaseUrl: down, ApiKeys: ["sk-st-down"] },
+    { Name: "limited", BaseUrl: limited, ApiKeys: ["sk-st-0", "sk-st-1"] }] });
+  ok(r.status === 200 || r.status === 201, "a model for the status tests is made");
+  for (let i = 0; i < 3; i++) await chatWith("unused", smodel);
+  await page.click('nav.tabs button[data-tab="status"]');
+  const srow = (b) => `#status-models table[data-model="${smodel}"] tr[data-backend="${b}"]`;
+  await page.waitForSelector(srow("down"));
+  ok((await page.textContent(`${srow("down")} .circuit`)).startsWith("open"), "a failing backend's circuit shows open");
+  ok((await page.textContent(`${srow("down")} td.last-error`)).startsWith("server_error (HTTP 503)"), "with its last error");
+  const keysText = await page.textContent(`${srow("limited")} td.keys`);
+  ok(/#0 cooling \d+ s \(rate limited\)/.test(keysText) && keysText.includes("#1 ok"),
+     "a rate-limited key shows cooling with its reason: " + keysText);
+  ok(Number(await page.textContent(`${srow("limited")} td.rpm`)) > 0, "requests per minute are shown");
+  const before2 = await page.textContent("#status-updated");
+  const refreshed = await until(async () => (await page.textContent("#status-updated")) !== before2, 5000);
+  ok(refreshed, "the Status tab refreshes by itself");
+  const simg = decodePng(await page.locator("#status-chart").screenshot({ path: `${shots}/status-chart.png` }));
+  const pal = (await page.evaluate(() => PALETTE.slice(0, 2))).map(hex);
+  let lineCols = [0, 0];
+  for (let x = 0; x < simg.width; x++) {
+    for (let c = 0; c < 2; c++) {
+      let hit = false;
+      for (let y = 0; y < simg.height && !hit; y++) {
+        const p = simg.at(x, y);
+        hit = Math.abs(p[0] - pal[c][0]) <= 3 && Math.abs(p[1] - pal[c][1]) <= 3 && Math.abs(p[2] - pal[c][2]) <= 3;
+      }
+      if (hit) lineCols[c]++;
+    }
+  }
+  // both lines run along the hour (the one drawn last covers the other where they meet)
+  ok(lineCols[0] > 0 && lineCols[1] > 0 && lineCols[0] + lineCols[1] > simg.width / 2,
+     "the chart draws a line per backend across the hour: " + lineCols.join(", ") + " of " + simg.width + " columns");
+  await page.screenshot({ path: `${shots}/admin-status.png`, fullPage: true });
+  await admin("DELETE", `/admin/config/${smodel}`);
+
   ok(external.length === 0, "the page loads nothing from elsewhere: " + external.join(" "));
 } catch (e) {
   ok(false, "browser test ran to the end: " + e.message.split("\n")[0]);

@@ -165,6 +165,12 @@ def admin_health_is_the_routers_view():
     k0, k1 = good["Keys"]
     assert k0["Index"] == 0 and k0["Reason"] == "rate_limited" and 55000 < k0["CoolingForMs"] <= 60000, k0
     assert k1 == {"Index": 1, "CoolingForMs": 0, "Reason": None}, k1
+    # the last minutes, for the status page
+    fr, gr = flaky["Recent"], good["Recent"]
+    assert fr["ErrorRate"] == 1 and fr["LatencyP50Ms"] is None and sum(fr["PerMinute"]) >= 3, fr
+    assert len(gr["PerMinute"]) == 60 and gr["PerMinute"][-1] + gr["PerMinute"][-2] >= 4, gr
+    assert 0 < gr["ErrorRate"] < 1 and gr["RequestsPerMinute"] > 0, gr
+    assert 0 < gr["LatencyP50Ms"] <= gr["LatencyP95Ms"] and 0 < gr["TtfbP50Ms"] <= gr["TtfbP95Ms"], gr
     # the router agrees: the open circuit and the cooling key are skipped
     Env.up.reset()
     assert chat(Env.port(), "hx").status == 200

@@ -98,6 +98,30 @@ int main(void)
     metrics_active(st, -3);
     ok(metrics_active_get(st) == 0, "never below zero when read");
 
+    /* the status page's rings */
+    uint64_t t0 = 1800000000000ull; /* ms, on a minute */
+    for (int i = 0; i < 10; i++) {
+        metrics_recent_attempt(st, "m", "b", i < 3, t0 + 1000);
+        metrics_recent_answer(st, "m", "b", (uint64_t)(i + 1) * 10000, 2000, t0 + 1000);
+    }
+    metrics_recent_attempt(st, "m", "b", false, t0 + 60000 * 2 + 5);
+    struct metrics_recent rc;
+    metrics_recent_get(st, "m", "b", t0 + 60000 * 2 + 10, &rc);
+    ok(rc.per_minute[59] == 1 && rc.per_minute[58] == 0 && rc.per_minute[57] == 10,
+       "attempts per minute, this minute last");
+    ok(rc.attempts == 11 && rc.errors == 3, "the last 5 minutes: 11 attempts, 3 failed");
+    ok(rc.latency_p50 > 25 && rc.latency_p50 <= 50 && rc.latency_p95 > 50 && rc.latency_p95 <= 100,
+       "answer time p50 %.1f ms, p95 %.1f ms (10..100 ms answers)", rc.latency_p50, rc.latency_p95);
+    ok(rc.ttfb_p50 > 0 && rc.ttfb_p50 <= 5, "time to first byte p50 %.1f ms", rc.ttfb_p50);
+    metrics_recent_get(st, "m", "b", t0 + 60000 * 63, &rc);
+    ok(rc.per_minute[0] == 0 && rc.attempts == 0 && rc.latency_p50 < 0,
+       "an hour later: the minutes are gone");
+    metrics_recent_attempt(st, "m", "b", true, t0 + 60000 * 60 + 1); /* the ring comes round */
+    metrics_recent_get(st, "m", "b", t0 + 60000 * 60 + 2, &rc);
+    ok(rc.per_minute[59] == 1 && rc.errors == 1, "a minute's slot is reset when it comes round");
+    uint64_t none[14] = {0};
+    ok(metrics_recent_quantile(none, 0.5) < 0, "no answers: no quantile");
+
     struct buf b;
     buf_init(&b, 1024);
     metrics_label(&b, "a\"b\\c\nd");
