@@ -20,7 +20,7 @@ PROXY   := buf log config route state request sse http snapshot health fcgi poli
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
            utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log utctime keys meter limit metrics
+           log utctime keys meter limit metrics usage
 
 REL_DIR := build/release
 SAN_DIR := build/asan

@@ -42,10 +42,42 @@ static struct state *open_state(struct admin *a)
     return state_open(path, 0, err, sizeof(err));
 }
 
+/* Every key's spend since the start of each budget period, read from
+ * usage.db once per listing (one query) when some key needs it. */
+struct spend_cache {
+    bool tried;
+    int rc;
+    struct usage_spend *all;
+    size_t n;
+};
+
+static int cached_spend(struct spend_cache *sc, const char *dir, const char *id,
+                        enum key_period period, uint64_t out[4])
+{
+    if (!sc->tried) {
+        int64_t now = (int64_t)time(NULL);
+        const int64_t since[3] = {keys_period_start(KEY_PERIOD_DAY, now),
+                                  keys_period_start(KEY_PERIOD_MONTH, now),
+                                  keys_period_start(KEY_PERIOD_TOTAL, now)};
+        sc->tried = true;
+        sc->rc = usage_spend_all(dir, since, 3, &sc->all, &sc->n);
+    }
+    memset(out, 0, 4 * sizeof(out[0]));
+    if (sc->rc != 0) {
+        return -1;
+    }
+    const struct usage_spend *e = usage_spend_find(sc->all, sc->n, id);
+    if (e != NULL) {
+        memcpy(out, e->spent[period], 4 * sizeof(out[0]));
+    }
+    return 0;
+}
+
 /* A stored key as the API shows it: no Hash; LastUsedAt and the Usage of
  * its current budget period from the shared counters, or from usage.db
- * while no request has loaded them (a new state, a period just changed). */
-static cJSON *view(const cJSON *stored, struct state *st, const char *dir)
+ * while no request has loaded them (a new state, a period just changed);
+ * sc (may be NULL: one query for this key) caches that read for a list. */
+static cJSON *view(const cJSON *stored, struct state *st, const char *dir, struct spend_cache *sc)
 {
     cJSON *v = cJSON_Duplicate(stored, true);
     cJSON_DeleteItemFromObjectCaseSensitive(v, "Hash");
@@ -74,8 +106,11 @@ static cJSON *view(const cJSON *stored, struct state *st, const char *dir)
     cJSON *u = cJSON_CreateObject();
     uint64_t rq = 0, pt = 0, ct = 0, cost = 0;
     uint64_t spent[4];
-    if ((w == NULL || __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) != 1) &&
-        usage_spend_since(dir, id, keys_period_start(period, (int64_t)time(NULL)), spent) == 0) {
+    bool loaded = w != NULL && __atomic_load_n(&w[KEYS_W_LOADED], __ATOMIC_ACQUIRE) == 1;
+    if (!loaded &&
+        (sc != NULL ? cached_spend(sc, dir, id, period, spent)
+                    : usage_spend_since(dir, id, keys_period_start(period, (int64_t)time(NULL)),
+                                        spent)) == 0) {
         rq = spent[KEYS_W_REQUESTS];
         pt = spent[KEYS_W_PROMPT];
         ct = spent[KEYS_W_COMPLETION];
@@ -132,7 +167,7 @@ enum store_status admin_key_create(struct admin *a, const cJSON *posted, char *s
     *out = NULL;
     if (st == STORE_OK) {
         admin_bump_generation(a);
-        *out = view(cc.made, NULL, a->dir);
+        *out = view(cc.made, NULL, a->dir, NULL);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(cc.made, "Name");
         LOG_INFO("admin: client key '%s' created", cJSON_IsString(name) ? name->valuestring : "?");
     }
@@ -171,7 +206,7 @@ enum store_status admin_key_update(struct admin *a, const char *id, const cJSON 
     if (st == STORE_OK) {
         admin_bump_generation(a);
         struct state *s = open_state(a);
-        *out = view(uc.result, s, a->dir);
+        *out = view(uc.result, s, a->dir, NULL);
         state_close(s);
         LOG_INFO("admin: client key %s changed", id);
     }
@@ -212,11 +247,13 @@ cJSON *admin_keys_list(struct admin *a, enum store_status *st, char *err, size_t
     struct state *s = open_state(a);
     cJSON *out = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(out, "Keys");
+    struct spend_cache sc = {false, 0, NULL, 0};
     const cJSON *k;
     cJSON_ArrayForEach(k, keys_array(root))
     {
-        cJSON_AddItemToArray(list, view(k, s, a->dir));
+        cJSON_AddItemToArray(list, view(k, s, a->dir, &sc));
     }
+    free(sc.all);
     state_close(s);
     cJSON_Delete(root);
     return out;

@@ -74,6 +74,15 @@ static void *signal_thread(void *arg)
         struct timespec grace = {2, 0};
         sigtimedwait(&set, NULL, &grace);
     }
+    pthread_mutex_lock(&app->mu);
+    int exiting = app->exiting;
+    pthread_mutex_unlock(&app->mu);
+    if (exiting) {
+        /* main is cleaning up: its last usage flush waits 500 ms at most
+         * for a lock, so give it that before going */
+        struct timespec more = {2, 0};
+        nanosleep(&more, NULL);
+    }
     _exit(0); /* the drain never ended: do not hang */
     return NULL;
 }

@@ -5,7 +5,9 @@
 #include "log.h"
 #include "utctime.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,10 +17,17 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-/* Records waiting for the writer; past this they are dropped (counted). */
-#define QUEUE_MAX 200000
+/* Records waiting for the writer (queued, or taken and not yet stored): at
+ * most about 20 MB of them; past that they are dropped (counted). */
+#define QUEUE_BYTES (20u << 20)
+#define QUEUE_MAX (QUEUE_BYTES / sizeof(struct usage_record))
 #define BUSY_MS 2000
+/* once the writer is stopping: the process has a few seconds to exit in */
+#define FINAL_BUSY_MS 500
+/* a budget check on the request path waits no longer for the database */
+#define SPEND_BUSY_MS 50
 
 static uint64_t write_errors; /* atomic */
 static int64_t error_logged;  /* atomic */
@@ -66,48 +75,266 @@ static const char SCHEMA[] =
     "NULL, ttfb_ms REAL NOT NULL);"
     "CREATE INDEX IF NOT EXISTS hourly_key ON hourly(key_id, hour);";
 
-/* Opens usage.db (made 0600 with its tables if absent). NULL with err. */
-static sqlite3 *open_db(const char *dir, bool write, int busy_ms, char *err, size_t errlen)
+static bool db_path(const char *dir, char *path, size_t n)
 {
+    int len = snprintf(path, n, "%s/%s", dir, USAGE_FILE);
+    return len > 0 && (size_t)len < n;
+}
+
+/* A reader's connection: no CREATE, no pragma, no schema, so that a reader
+ * (the admin program, perhaps run as root from a shell) never makes a file
+ * that the responders then cannot write; only the writer makes usage.db.
+ * SQLite falls back to read-only by itself when the file is not writable.
+ * 1 with *db, 0 when there is no usage.db yet, -1 with err. */
+static int open_reader(const char *dir, int busy_ms, sqlite3 **db, char *err, size_t errlen)
+{
+    *db = NULL;
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, USAGE_FILE);
-    sqlite3 *db = NULL;
-    int flags = write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READWRITE;
-    mode_t old = umask(077);
-    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
-    umask(old);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
-        return NULL;
+    if (!db_path(dir, path, sizeof(path))) {
+        snprintf(err, errlen, "the state dir's path is too long");
+        return -1;
     }
-    sqlite3_busy_timeout(db, busy_ms);
-    char *msg = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) !=
-            SQLITE_OK ||
-        sqlite3_exec(db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", msg != NULL ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        sqlite3_close(db);
-        return NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        snprintf(err, errlen, "%s: %s", USAGE_FILE, strerror(errno));
+        return -1;
     }
-    return db;
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        bool gone = stat(path, &sb) != 0 && errno == ENOENT;
+        snprintf(err, errlen, "%s", *db != NULL ? sqlite3_errmsg(*db) : "cannot open");
+        sqlite3_close(*db);
+        *db = NULL;
+        return gone ? 0 : -1;
+    }
+    sqlite3_busy_timeout(*db, busy_ms);
+    return 1;
+}
+
+/* Whether a table exists; true when that cannot be told (the caller then
+ * reports its own error). */
+static bool has_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    return rc != SQLITE_DONE;
+}
+
+/* Opens usage.db and prepares sql, a query of table. 1 with *db and *s (the
+ * caller finalizes and closes both); 0 when there is nothing to read yet
+ * (no usage.db, or one the writer has not given its tables); -1 with err. */
+static int prepare_read(const char *dir, int busy_ms, const char *table, const char *sql,
+                        sqlite3 **db, sqlite3_stmt **s, char *err, size_t errlen)
+{
+    *s = NULL;
+    int rc = open_reader(dir, busy_ms, db, err, errlen);
+    if (rc <= 0) {
+        return rc;
+    }
+    if (sqlite3_prepare_v2(*db, sql, -1, s, NULL) == SQLITE_OK) {
+        return 1;
+    }
+    snprintf(err, errlen, "%s", sqlite3_errmsg(*db));
+    rc = has_table(*db, table) ? -1 : 0;
+    sqlite3_close(*db);
+    *db = NULL;
+    return rc;
 }
 
 struct usage_writer {
     char *dir;
-    sqlite3 *db;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct usage_record *q;
+    /* guarded by mu */
+    struct usage_record *q; /* queued by usage_add */
     size_t n, size;
+    size_t pending; /* taken by the flush under way, or held for the next */
     bool stop;
+    /* the flushing thread's (the writer's, then usage_writer_free's) */
+    sqlite3 *db;               /* NULL until a flush needs it, and after trouble */
+    struct stat file[3];       /* what db has open: usage.db, its -wal and -shm */
+    struct usage_record *held; /* found the database locked: tried once more */
+    size_t nheld;
+    int64_t pruned_at;
+    int64_t busy_since;
+    int ending; /* atomic: usage_writer_free has begun */
     bool threaded;
     pthread_t tid;
-    int64_t pruned_at;
 };
 
-static int store_batch(struct usage_writer *w, const struct usage_record *r, size_t n)
+/* SQLite's busy handler for the writer: waits up to BUSY_MS for a lock, and
+ * no more than FINAL_BUSY_MS once the process is ending. */
+static int on_busy(void *arg, int count)
+{
+    struct usage_writer *w = arg;
+    int64_t now = now_us();
+    if (count == 0) {
+        w->busy_since = now;
+    }
+    int64_t limit = __atomic_load_n(&w->ending, __ATOMIC_ACQUIRE) ? FINAL_BUSY_MS : BUSY_MS;
+    if (now - w->busy_since >= limit * 1000) {
+        return 0;
+    }
+    sqlite3_sleep(count < 10 ? 2 : 10);
+    return 1;
+}
+
+static const char *const SIDE[3] = {"", "-wal", "-shm"};
+
+/* Whether path + SIDE[i] names the file *was (one not there does not). */
+static bool names(const char *path, int i, const struct stat *was)
+{
+    char p[PATH_MAX + 8];
+    struct stat sb;
+    snprintf(p, sizeof(p), "%s%s", path, SIDE[i]);
+    return was->st_ino != 0 && stat(p, &sb) == 0 && sb.st_dev == was->st_dev &&
+           sb.st_ino == was->st_ino;
+}
+
+/* Whether the path still names the database the writer has open. */
+static bool same_file(const struct usage_writer *w)
+{
+    char path[PATH_MAX];
+    return db_path(w->dir, path, sizeof(path)) && names(path, 0, &w->file[0]);
+}
+
+/* moved: the path names another database now, or none. Its -wal and -shm,
+ * if still ours, belong to no database there: they go, or the one there
+ * (a restored copy, say) would be read through our log. Closing the last
+ * connection checkpoints and unlinks the -wal and -shm by name, and those
+ * may by now be the new database's: so that one closes without. */
+static void close_db(struct usage_writer *w, bool moved)
+{
+    if (w->db == NULL) {
+        return;
+    }
+    char path[PATH_MAX], side[PATH_MAX + 8];
+    if (moved && db_path(w->dir, path, sizeof(path))) {
+        for (int i = 1; i < 3; i++) {
+            if (names(path, i, &w->file[i])) {
+                snprintf(side, sizeof(side), "%s%s", path, SIDE[i]);
+                unlink(side);
+            }
+        }
+    }
+    if (moved) {
+        sqlite3_db_config(w->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+    }
+    sqlite3_close(w->db);
+    w->db = NULL;
+}
+
+/* The writer's connection: makes usage.db if absent, mode 0600 whatever the
+ * umask (its -wal and -shm take the database's mode from SQLite), in WAL
+ * mode with its tables. SQLITE_OK, or an SQLite code with err. */
+static int open_writer(struct usage_writer *w, char *err, size_t errlen)
+{
+    char path[PATH_MAX], side[PATH_MAX + 8];
+    if (!db_path(w->dir, path, sizeof(path))) {
+        snprintf(err, errlen, "the state dir's path is too long");
+        return SQLITE_CANTOPEN;
+    }
+    /* made here, not by SQLite under umask(077): the umask is the whole
+     * process's, and other threads make files too */
+    int fd = open(path, O_CREAT | O_EXCL | O_CLOEXEC | O_RDWR, 0600);
+    if (fd >= 0) {
+        /* (SQLite itself deletes a -wal left beside an empty database) */
+        if (fchmod(fd, 0600) != 0) {
+            LOG_WARN("%s: chmod: %s", path, strerror(errno));
+        }
+        close(fd);
+    } else if (errno != EEXIST) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return SQLITE_CANTOPEN;
+    }
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK && sqlite3_db_readonly(db, "main") == 1) {
+        rc = SQLITE_READONLY;
+        snprintf(err, errlen, "%s is not writable", path);
+    } else if (rc == SQLITE_OK) {
+        sqlite3_busy_handler(db, on_busy, w);
+        rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                          NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_exec(db, SCHEMA, NULL, NULL, NULL);
+        }
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+        }
+    } else {
+        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : "cannot open");
+    }
+    /* what it has open, to tell when the path names another (the -wal and
+     * -shm stay while a connection in WAL mode is open) */
+    memset(w->file, 0, sizeof(w->file));
+    for (int i = 0; i < 3 && rc == SQLITE_OK; i++) {
+        snprintf(side, sizeof(side), "%s%s", path, SIDE[i]);
+        if (stat(side, &w->file[i]) != 0) {
+            memset(&w->file[i], 0, sizeof(w->file[i]));
+            if (i == 0) {
+                rc = SQLITE_CANTOPEN;
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            }
+        }
+    }
+    if (rc != SQLITE_OK) {
+        sqlite3_close(db);
+        return rc;
+    }
+    w->db = db;
+    return SQLITE_OK;
+}
+
+static int bind_hourly(sqlite3_stmt *s, const struct usage_record *x)
+{
+    sqlite3_reset(s);
+    sqlite3_bind_int64(s, 1, x->time_ms / 3600000);
+    sqlite3_bind_text(s, 2, x->key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, x->key_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, x->model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, x->backend, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 6, x->error ? 1 : 0);
+    sqlite3_bind_int64(s, 7, (sqlite3_int64)x->prompt);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)x->completion);
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)x->cached);
+    sqlite3_bind_int64(s, 10, (sqlite3_int64)x->cost_micro);
+    int rc = sqlite3_step(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int bind_log(sqlite3_stmt *s, const struct usage_record *x)
+{
+    sqlite3_reset(s);
+    sqlite3_bind_int64(s, 1, x->time_ms);
+    sqlite3_bind_text(s, 2, x->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, x->key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, x->key_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, x->model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, x->backend, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 7, x->status);
+    sqlite3_bind_int(s, 8, x->stream ? 1 : 0);
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)x->prompt);
+    sqlite3_bind_int64(s, 10, (sqlite3_int64)x->completion);
+    sqlite3_bind_int64(s, 11, (sqlite3_int64)x->cost_micro);
+    sqlite3_bind_double(s, 12, x->ms);
+    sqlite3_bind_double(s, 13, x->ttfb_ms);
+    int rc = sqlite3_step(s);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Stores the records of both parts in one transaction. SQLITE_OK, or the
+ * SQLite code of the failure with its message in why (nothing stored). */
+static int store_batch(struct usage_writer *w, struct usage_record *const part[2],
+                       const size_t count[2], char *why, size_t whylen)
 {
     static const char up[] =
         "INSERT INTO hourly VALUES(?1,?2,?3,?4,?5,1,?6,?7,?8,?9,?10) ON CONFLICT(hour,key_id,"
@@ -126,42 +353,17 @@ static int store_batch(struct usage_writer *w, const struct usage_record *r, siz
     if (rc == SQLITE_OK) {
         rc = sqlite3_prepare_v2(w->db, log, -1, &s2, NULL);
     }
-    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-        const struct usage_record *x = &r[i];
-        if (!x->counted) {
-            goto log_only; /* refused before any backend: in the log, not in usage */
+    for (int p = 0; p < 2; p++) {
+        for (size_t i = 0; i < count[p] && rc == SQLITE_OK; i++) {
+            const struct usage_record *x = &part[p][i];
+            /* refused before any backend: in the log, not in usage */
+            if (x->counted) {
+                rc = bind_hourly(s1, x);
+            }
+            if (rc == SQLITE_OK) {
+                rc = bind_log(s2, x);
+            }
         }
-        sqlite3_reset(s1);
-        sqlite3_bind_int64(s1, 1, x->time_ms / 3600000);
-        sqlite3_bind_text(s1, 2, x->key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s1, 3, x->key_name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s1, 4, x->model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s1, 5, x->backend, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s1, 6, x->error ? 1 : 0);
-        sqlite3_bind_int64(s1, 7, (sqlite3_int64)x->prompt);
-        sqlite3_bind_int64(s1, 8, (sqlite3_int64)x->completion);
-        sqlite3_bind_int64(s1, 9, (sqlite3_int64)x->cached);
-        sqlite3_bind_int64(s1, 10, (sqlite3_int64)x->cost_micro);
-        rc = sqlite3_step(s1) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-        if (rc != SQLITE_OK) {
-            break;
-        }
-    log_only:
-        sqlite3_reset(s2);
-        sqlite3_bind_int64(s2, 1, x->time_ms);
-        sqlite3_bind_text(s2, 2, x->request_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s2, 3, x->key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s2, 4, x->key_name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s2, 5, x->model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s2, 6, x->backend, -1, SQLITE_STATIC);
-        sqlite3_bind_int(s2, 7, x->status);
-        sqlite3_bind_int(s2, 8, x->stream ? 1 : 0);
-        sqlite3_bind_int64(s2, 9, (sqlite3_int64)x->prompt);
-        sqlite3_bind_int64(s2, 10, (sqlite3_int64)x->completion);
-        sqlite3_bind_int64(s2, 11, (sqlite3_int64)x->cost_micro);
-        sqlite3_bind_double(s2, 12, x->ms);
-        sqlite3_bind_double(s2, 13, x->ttfb_ms);
-        rc = sqlite3_step(s2) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     }
     sqlite3_finalize(s1);
     sqlite3_finalize(s2);
@@ -185,40 +387,73 @@ static int store_batch(struct usage_writer *w, const struct usage_record *r, siz
         rc = sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK) {
-        const char *why = sqlite3_errmsg(w->db);
-        char copy[256];
-        snprintf(copy, sizeof(copy), "%s", why);
-        sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
-        trouble(n, "cannot store usage", copy);
-        return -1;
+        snprintf(why, whylen, "%s", sqlite3_errmsg(w->db));
+        if (sqlite3_get_autocommit(w->db) == 0) {
+            sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+        }
     }
-    return 0;
+    return rc;
 }
 
-/* Takes the queue and stores it; on the writer's thread or at the end. */
-static void flush(struct usage_writer *w)
+/* Takes the queue and stores it, after what the last flush held; on the
+ * writer's thread, or at the end (final: nothing is held then). A database
+ * that was locked past the busy timeout has the batch held for one more
+ * try; any other failure drops it (counted) and closes the connection, so
+ * the next flush opens usage.db afresh, as it does when the file was
+ * deleted or replaced. */
+static void flush(struct usage_writer *w, bool final)
 {
     pthread_mutex_lock(&w->mu);
     struct usage_record *q = w->q;
     size_t n = w->n;
     w->q = NULL;
     w->n = w->size = 0;
+    w->pending = w->nheld + n;
     pthread_mutex_unlock(&w->mu);
-    if (n == 0) {
+    if (w->db != NULL && !same_file(w)) {
+        close_db(w, true);
+    }
+    struct usage_record *part[2] = {w->held, q};
+    size_t count[2] = {w->nheld, n};
+    if (count[0] + count[1] == 0) {
         free(q);
         return;
     }
+    char why[256] = "";
+    const char *what = "cannot store usage";
+    int rc = SQLITE_OK;
     if (w->db == NULL) {
-        char err[256];
-        w->db = open_db(w->dir, true, BUSY_MS, err, sizeof(err));
-        if (w->db == NULL) {
-            trouble(n, "cannot open", err);
-            free(q);
-            return;
+        rc = open_writer(w, why, sizeof(why));
+        what = "cannot open";
+    }
+    if (rc == SQLITE_OK) {
+        rc = store_batch(w, part, count, why, sizeof(why));
+        what = "cannot store usage";
+    }
+    int code = rc & 0xff;
+    bool busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+    if (rc != SQLITE_OK && !busy) {
+        close_db(w, false);
+    }
+    if (rc != SQLITE_OK) {
+        /* the held records had their second try; the new ones get theirs */
+        size_t lost = busy && !final ? count[0] : count[0] + count[1];
+        if (lost > 0) {
+            trouble(lost, what, why);
         }
     }
-    store_batch(w, q, n);
+    free(part[0]);
+    w->held = NULL;
+    w->nheld = 0;
+    if (rc != SQLITE_OK && busy && !final && n > 0) {
+        w->held = xrealloc(q, n * sizeof(*q)); /* no spare room held */
+        w->nheld = n;
+        q = NULL;
+    }
     free(q);
+    pthread_mutex_lock(&w->mu);
+    w->pending = w->nheld;
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void *writer(void *arg)
@@ -231,7 +466,7 @@ static void *writer(void *arg)
         ts.tv_sec += 1;
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         pthread_mutex_unlock(&w->mu);
-        flush(w);
+        flush(w, false);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -257,13 +492,16 @@ struct usage_writer *usage_writer_new(const char *dir, bool thread)
 void usage_add(struct usage_writer *w, const struct usage_record *r)
 {
     pthread_mutex_lock(&w->mu);
-    if (w->n >= QUEUE_MAX) {
+    if (w->n + w->pending >= QUEUE_MAX) {
         pthread_mutex_unlock(&w->mu);
         trouble(1, "the writer is behind", "queue full");
         return;
     }
     if (w->n == w->size) {
         w->size = w->size ? w->size * 2 : 64;
+        if (w->size > QUEUE_MAX) {
+            w->size = QUEUE_MAX;
+        }
         w->q = xrealloc(w->q, w->size * sizeof(*w->q));
     }
     w->q[w->n++] = *r;
@@ -275,6 +513,8 @@ void usage_writer_free(struct usage_writer *w)
     if (w == NULL) {
         return;
     }
+    /* from here each wait for a lock is short: see proxy_main's exit grace */
+    __atomic_store_n(&w->ending, 1, __ATOMIC_RELEASE);
     if (w->threaded) {
         pthread_mutex_lock(&w->mu);
         w->stop = true;
@@ -282,11 +522,12 @@ void usage_writer_free(struct usage_writer *w)
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->tid, NULL);
     }
-    flush(w);
-    sqlite3_close(w->db);
+    flush(w, true);
+    close_db(w, w->db != NULL && !same_file(w));
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w->q);
+    free(w->held);
     free(w->dir);
     free(w);
 }
@@ -295,29 +536,101 @@ int usage_spend_since(const char *dir, const char *key_id, int64_t since_s, uint
 {
     memset(out, 0, 4 * sizeof(uint64_t));
     char err[256];
-    sqlite3 *db = open_db(dir, true, 50, err, sizeof(err));
-    if (db == NULL) {
-        return -1;
-    }
+    sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT SUM(requests), SUM(prompt), SUM(completion), "
-                                "SUM(cost_micro) FROM hourly WHERE key_id = ? AND hour >= ?",
-                                -1, &s, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 2, since_s / 3600);
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            for (int i = 0; i < 4; i++) {
-                out[i] = (uint64_t)sqlite3_column_int64(s, i);
-            }
-            rc = SQLITE_OK;
+    int rc = prepare_read(dir, SPEND_BUSY_MS, "hourly",
+                          "SELECT SUM(requests), SUM(prompt), SUM(completion), "
+                          "SUM(cost_micro) FROM hourly WHERE key_id = ? AND hour >= ?",
+                          &db, &s, err, sizeof(err));
+    if (rc <= 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, since_s / 3600);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int i = 0; i < 4; i++) {
+            out[i] = (uint64_t)sqlite3_column_int64(s, i);
         }
+        rc = SQLITE_OK;
     }
     sqlite3_finalize(s);
     sqlite3_close(db);
     return rc == SQLITE_OK ? 0 : -1;
+}
+
+int usage_spend_all(const char *dir, const int64_t *since_s, size_t nsince,
+                    struct usage_spend **out, size_t *n)
+{
+    assert(nsince >= 1 && nsince <= USAGE_SINCE_MAX);
+    *out = NULL;
+    *n = 0;
+    static const char *const cols[4] = {"requests", "prompt", "completion", "cost_micro"};
+    char sql[2048];
+    size_t len = (size_t)snprintf(sql, sizeof(sql), "SELECT key_id");
+    int64_t first = since_s[0];
+    for (size_t i = 0; i < nsince; i++) {
+        for (int c = 0; c < 4; c++) {
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len,
+                                    ", SUM(CASE WHEN hour >= ?%zu THEN %s ELSE 0 END)", i + 1,
+                                    cols[c]);
+        }
+        first = since_s[i] < first ? since_s[i] : first;
+    }
+    snprintf(sql + len, sizeof(sql) - len,
+             " FROM hourly WHERE key_id <> '' AND hour >= ?%zu GROUP BY key_id ORDER BY key_id",
+             nsince + 1);
+    char err[256];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = prepare_read(dir, BUSY_MS, "hourly", sql, &db, &s, err, sizeof(err));
+    if (rc <= 0) {
+        return rc;
+    }
+    for (size_t i = 0; i < nsince; i++) {
+        sqlite3_bind_int64(s, (int)i + 1, since_s[i] / 3600);
+    }
+    sqlite3_bind_int64(s, (int)nsince + 1, first / 3600);
+    struct usage_spend *a = NULL;
+    size_t na = 0, size = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        if (id == NULL || strlen(id) >= sizeof(a->key_id)) {
+            continue; /* not one the writer stores */
+        }
+        if (na == size) {
+            size = size ? size * 2 : 16;
+            a = xrealloc(a, size * sizeof(*a));
+        }
+        struct usage_spend *e = &a[na++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->key_id, sizeof(e->key_id), "%s", id);
+        for (size_t i = 0; i < nsince; i++) {
+            for (int c = 0; c < 4; c++) {
+                e->spent[i][c] = (uint64_t)sqlite3_column_int64(s, 1 + (int)i * 4 + c);
+            }
+        }
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    if (rc != SQLITE_DONE) {
+        free(a);
+        return -1;
+    }
+    *out = a;
+    *n = na;
+    return 0;
+}
+
+static int spend_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct usage_spend *)elem)->key_id);
+}
+
+const struct usage_spend *usage_spend_find(const struct usage_spend *a, size_t n,
+                                           const char *key_id)
+{
+    return n > 0 ? bsearch(key_id, a, n, sizeof(*a), spend_cmp) : NULL;
 }
 
 /* The value of name in a query string (percent-decoded), or NULL. */
@@ -405,21 +718,20 @@ int usage_query(const char *dir, const char *query, const cJSON *names, cJSON **
              "1, 2, 3, 4 ORDER BY 4, 1, 2, 3",
              group & G_KEY ? "key_id" : "''", group & G_MODEL ? "model" : "''",
              group & G_BACKEND ? "backend" : "''", group & G_DAY ? "hour / 24" : "0");
-    sqlite3 *db = open_db(dir, true, BUSY_MS, err, errlen);
-    if (db == NULL) {
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = prepare_read(dir, BUSY_MS, "hourly", sql, &db, &s, err, errlen);
+    if (rc < 0) {
         return 500;
     }
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return 500;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(root, "Usage");
+    if (rc == 0) {
+        *out = root; /* no usage yet */
+        return 200;
     }
     sqlite3_bind_int64(s, 1, (sqlite3_int64)from * 24);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)(to + 1) * 24);
-    cJSON *root = cJSON_CreateObject();
-    cJSON *list = cJSON_AddArrayToObject(root, "Usage");
-    int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         cJSON *row = cJSON_CreateObject();
         if (group & G_KEY) {
@@ -471,24 +783,23 @@ int usage_recent(const char *dir, const char *query, const cJSON *names, cJSON *
             return 400;
         }
     }
-    sqlite3 *db = open_db(dir, true, BUSY_MS, err, errlen);
-    if (db == NULL) {
-        return 500;
-    }
+    sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT time_ms, request_id, key_id, key_name, model, backend, status, "
-                           "stream, prompt, completion, cost_micro, ms, ttfb_ms FROM requests "
-                           "ORDER BY seq DESC LIMIT ?",
-                           -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
+    int rc = prepare_read(dir, BUSY_MS, "requests",
+                          "SELECT time_ms, request_id, key_id, key_name, model, backend, status, "
+                          "stream, prompt, completion, cost_micro, ms, ttfb_ms FROM requests "
+                          "ORDER BY seq DESC LIMIT ?",
+                          &db, &s, err, errlen);
+    if (rc < 0) {
         return 500;
     }
-    sqlite3_bind_int64(s, 1, limit);
     cJSON *root = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(root, "Requests");
-    int rc;
+    if (rc == 0) {
+        *out = root; /* no requests yet */
+        return 200;
+    }
+    sqlite3_bind_int64(s, 1, limit);
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         cJSON *row = cJSON_CreateObject();
         int64_t ms = sqlite3_column_int64(s, 0);
