@@ -6,11 +6,25 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+/* What a '\n' first in the next bytes is, when the last ones ended in '\r'
+ * (the two make one CRLF line end): */
+enum {
+    LF_NONE,  /* no '\r' before it: a line end of its own */
+    LF_EVENT, /* the end of a line of the current event: goes with its bytes */
+    LF_OUT,   /* the end of an event that went on: goes on too */
+    LF_DROP,  /* the end of an event that was dropped: dropped too */
+};
+
 void meter_init(struct meter *m, enum meter_format fmt, bool strip, size_t cap)
 {
     memset(m, 0, sizeof(*m));
     m->fmt = fmt;
     m->strip = strip;
+    m->line_start = true;
+    m->lf = LF_NONE;
+    if (fmt == METER_CHAT_SSE && cap > METER_EVENT_MAX) {
+        cap = METER_EVENT_MAX;
+    }
     buf_init(&m->pending, cap);
 }
 
@@ -27,11 +41,17 @@ static uint64_t count(const cJSON *o, const char *name)
                : 0;
 }
 
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
                       uint64_t *cached, bool *usage_only)
 {
     *usage_only = false;
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
     if (!cJSON_IsObject(u)) {
         cJSON_Delete(root);
@@ -47,46 +67,32 @@ bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *
     if (*cached > *prompt) {
         *cached = *prompt;
     }
+    /* cJSON stops after the first value: whatever follows makes it more than one chunk */
+    bool whole = end != NULL && end >= json && end <= json + len;
+    for (const char *q = end; whole && q < json + len; q++) {
+        whole = json_space(*q);
+    }
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    *usage_only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
+    *usage_only = whole && cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
     cJSON_Delete(root);
     return true;
 }
 
-/* Length of the event at p[0..n) including its blank line, 0 if incomplete. */
-static size_t event_len(const char *p, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (p[i] == '\n' && p[i + 1] == '\n') {
-            return i + 2;
-        }
-        if (p[i] == '\r') {
-            if (p[i + 1] == '\r') {
-                return i + 2;
-            }
-            if (i + 3 < n && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
-                return i + 4;
-            }
-        }
-    }
-    return 0;
-}
-
-/* True when some "usage" key in ev[0..n) has an object for its value: only
+/* True when some "usage" key in data[0..n) has an object for its value: only
  * then is the event worth parsing (chunks say "usage":null all along). */
-static bool has_usage_object(const char *ev, size_t n)
+static bool has_usage_object(const char *data, size_t n)
 {
-    const char *p = ev;
-    const char *end = ev + n;
-    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+    const char *end = data + n;
+    for (const char *p = memmem(data, n, "\"usage\"", 7); p != NULL;
+         p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) {
         p += 7;
         const char *q = p;
-        while (q < end && (*q == ' ' || *q == '\t')) {
+        while (q < end && json_space(*q)) {
             q++;
         }
         if (q < end && *q == ':') {
             q++;
-            while (q < end && (*q == ' ' || *q == '\t')) {
+            while (q < end && json_space(*q)) {
                 q++;
             }
             if (q < end && *q == '{') {
@@ -97,87 +103,158 @@ static bool has_usage_object(const char *ev, size_t n)
     return false;
 }
 
-/* Looks at one complete event; false when it is to be dropped. */
+/* Looks at one whole event (its lines, as SSE splits them: at CRLF, LF or
+ * CR); false when it is to be dropped. */
 static bool judge(struct meter *m, const char *ev, size_t n)
 {
-    if (!has_usage_object(ev, n)) {
+    /* a JSON string holds no line end: a "usage" key is whole in one line */
+    if (memmem(ev, n, "\"usage\"", 7) == NULL) {
         return true;
     }
-    /* the data lines, joined */
-    struct buf data;
-    buf_init(&data, n + 1);
+    /* the data lines, joined by '\n' as a client would (in place when one) */
+    const char *one = NULL;
+    size_t one_len = 0;
+    size_t lines = 0;
+    bool other = false; /* a field but data: more than a plain chunk */
+    struct buf joined;
+    buf_init(&joined, n + 1);
     for (size_t i = 0; i < n;) {
-        const char *eol = memchr(ev + i, '\n', n - i);
-        size_t l = eol != NULL ? (size_t)(eol - (ev + i)) : n - i;
         const char *line = ev + i;
-        size_t ll = l > 0 && line[l - 1] == '\r' ? l - 1 : l;
-        if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
-            size_t skip = ll > 5 && line[5] == ' ' ? 6 : 5;
-            if (data.len > 0) {
-                buf_append(&data, "\n", 1);
-            }
-            buf_append(&data, line + skip, ll - skip);
+        size_t l = 0;
+        while (i + l < n && line[l] != '\r' && line[l] != '\n') {
+            l++;
         }
-        i += l + 1;
+        i += l;
+        if (i < n) {
+            i += ev[i] == '\r' && i + 1 < n && ev[i + 1] == '\n' ? 2 : 1;
+        }
+        if (l == 0 || line[0] == ':') {
+            continue; /* the blank line, or a comment */
+        }
+        const char *colon = memchr(line, ':', l);
+        size_t name_len = colon != NULL ? (size_t)(colon - line) : l;
+        const char *val = colon != NULL ? colon + 1 : line + l;
+        size_t vlen = (size_t)(line + l - val);
+        if (vlen > 0 && val[0] == ' ') {
+            val++;
+            vlen--;
+        }
+        if (name_len != 4 || memcmp(line, "data", 4) != 0) {
+            other = true;
+            continue;
+        }
+        if (lines == 0) {
+            one = val;
+            one_len = vlen;
+        } else {
+            if (lines == 1) {
+                buf_append(&joined, one, one_len);
+            }
+            buf_append(&joined, "\n", 1);
+            buf_append(&joined, val, vlen);
+        }
+        lines++;
     }
+    const char *data = lines > 1 ? joined.data : one;
+    size_t len = lines > 1 ? joined.len : one_len;
     uint64_t p, c, k;
     bool only;
     bool keep = true;
-    if (data.len > 0 && meter_usage_json(data.data, data.len, &p, &c, &k, &only)) {
+    if (lines > 0 && has_usage_object(data, len) &&
+        meter_usage_json(data, len, &p, &c, &k, &only)) {
         m->have = true;
         m->prompt = p;
         m->completion = c;
         m->cached = k;
-        keep = !(m->strip && only);
+        keep = !(m->strip && only && !other);
     }
-    buf_cleanup(&data);
+    buf_cleanup(&joined);
     return keep;
 }
 
-void meter_stream(struct meter *m, const char *p, size_t n, struct buf *out)
+/* The current event ends with p[0..n) (what pending holds comes first):
+ * judged, and on to out unless dropped. False when dropped. lf: p ends in
+ * the '\n' of a CRLF blank line, not counted against the cap (cut between
+ * the two, the event ends at the '\r'). */
+static bool event_end(struct meter *m, const char *p, size_t n, size_t lf, struct buf *out)
 {
-    if (m->pending.len == 0) {
-        /* the usual case: whole events, straight from the chunk */
-        size_t used = 0;
-        for (;;) {
-            size_t e = event_len(p + used, n - used);
-            if (e == 0) {
-                break;
-            }
-            if (judge(m, p + used, e)) {
-                buf_append(out, p + used, e);
-            }
-            used += e;
-        }
-        p += used;
-        n -= used;
-        if (n == 0) {
-            return;
-        }
-    }
-    if (buf_append(&m->pending, p, n) != BUF_OK) {
-        /* an event larger than the cap: it goes on as it is */
+    bool keep = true;
+    if (m->passing || n - lf > m->pending.cap - m->pending.len) {
+        /* longer than the cap: undecided */
         buf_append(out, m->pending.data, m->pending.len);
         buf_append(out, p, n);
-        buf_reset(&m->pending);
-        return;
+    } else if (m->pending.len == 0) {
+        /* the usual case: a whole event, straight from the bytes fed */
+        keep = judge(m, p, n);
+        if (keep) {
+            buf_append(out, p, n);
+        }
+    } else {
+        buf_append(&m->pending, p, n - lf);
+        keep = judge(m, m->pending.data, m->pending.len);
+        if (keep) {
+            buf_append(out, m->pending.data, m->pending.len);
+            buf_append(out, p + n - lf, lf);
+        }
     }
-    size_t used = 0;
-    for (;;) {
-        size_t e = event_len(m->pending.data + used, m->pending.len - used);
-        if (e == 0) {
+    buf_reset(&m->pending);
+    m->passing = false;
+    return keep;
+}
+
+/* Each byte is looked at once here, and once more by judge when its event
+ * ends, so the work is linear however the stream is cut: a line end is
+ * decided on its first byte ('\r' alone is one), and a '\n' that turns out
+ * to follow it is then skipped (m->lf says whose it is). */
+void meter_stream(struct meter *m, const char *p, size_t n, struct buf *out)
+{
+    size_t i = 0;    /* parsed up to here */
+    size_t from = 0; /* the current event's bytes in p start here */
+    if (n > 0 && m->lf != LF_NONE) {
+        if (p[0] == '\n') {
+            i = 1;
+            if (m->lf == LF_OUT) {
+                buf_append(out, p, 1);
+            }
+            if (m->lf != LF_EVENT) {
+                from = 1;
+            }
+        }
+        m->lf = LF_NONE;
+    }
+    while (i < n) {
+        size_t e = i;
+        while (e < n && p[e] != '\n' && p[e] != '\r') {
+            e++;
+        }
+        if (e == n) {
+            m->line_start = false;
             break;
         }
-        if (judge(m, m->pending.data + used, e)) {
-            buf_append(out, m->pending.data + used, e);
+        bool blank = m->line_start && e == i;
+        bool cr_last = p[e] == '\r' && e + 1 == n; /* a '\n' may come next */
+        bool crlf = p[e] == '\r' && e + 1 < n && p[e + 1] == '\n';
+        i = e + (crlf ? 2 : 1);
+        m->line_start = true;
+        if (!blank) {
+            m->lf = cr_last ? LF_EVENT : LF_NONE;
+            continue;
         }
-        used += e;
+        bool kept = event_end(m, p + from, i - from, crlf ? 1 : 0, out);
+        from = i;
+        m->lf = !cr_last ? LF_NONE : kept ? LF_OUT : LF_DROP;
     }
-    if (used > 0) {
-        memmove(m->pending.data, m->pending.data + used, m->pending.len - used);
-        m->pending.len -= used;
-        m->pending.data[m->pending.len] = '\0';
+    if (from == n) {
+        return;
     }
+    /* the start of an event not complete yet */
+    if (!m->passing && n - from > m->pending.cap - m->pending.len) {
+        /* longer than the cap: what there is goes on undecided, the rest as it comes */
+        buf_append(out, m->pending.data, m->pending.len);
+        buf_reset(&m->pending);
+        m->passing = true;
+    }
+    buf_append(m->passing ? out : &m->pending, p + from, n - from);
 }
 
 void meter_stream_end(struct meter *m, struct buf *out)
@@ -188,6 +265,9 @@ void meter_stream_end(struct meter *m, struct buf *out)
         }
         buf_reset(&m->pending);
     }
+    m->passing = false;
+    m->line_start = true;
+    m->lf = LF_NONE;
 }
 
 void meter_body(struct meter *m, const char *p, size_t n)

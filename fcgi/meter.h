@@ -14,6 +14,9 @@ enum meter_format {
     METER_CHAT_SSE, /* chat or legacy completion chunks; usage in a chunk of its own */
 };
 
+/* The longest SSE event judged, whatever the cap: a longer one goes on undecided. */
+#define METER_EVENT_MAX ((size_t)1 << 20)
+
 struct meter {
     enum meter_format fmt;
     bool strip;         /* drop usage-only chunks: llmproxy asked for them, the client did not */
@@ -21,17 +24,26 @@ struct meter {
     bool truncated;     /* JSON: the body passed the cap (usage unknown) */
     bool have;          /* a usage object was seen */
     uint64_t prompt, completion, cached;
+    /* SSE: where the line parser stands between two calls (meter.c) */
+    bool passing;    /* the current event is past the cap: it goes on as it comes */
+    bool line_start; /* no byte of the current line seen yet */
+    int lf;          /* what a '\n' first in the next bytes is (after a '\r') */
 };
 
-/* cap: the most bytes kept (an SSE event, or a JSON body). */
+/* cap: the most bytes kept: a JSON body, or an SSE event (at most METER_EVENT_MAX). */
 void meter_init(struct meter *m, enum meter_format fmt, bool strip, size_t cap);
 void meter_cleanup(struct meter *m);
 
 /* SSE: takes n more bytes and appends to out what is to go on to the client:
- * every complete event, unchanged, except (with strip) usage-only chunks.
- * An event longer than the cap goes on undecided. */
+ * every complete event, unchanged, except (with strip) usage-only chunks:
+ * one data payload that is a JSON object with "choices": [] and a "usage"
+ * object, in an event with no field but data (comments aside). Lines end in
+ * CRLF, LF or CR; an event ends at an empty line. An event longer than the
+ * cap goes on undecided (not read) as it comes, to its end; the events after
+ * it are judged again. Linear in the bytes fed, however they are cut. */
 void meter_stream(struct meter *m, const char *p, size_t n, struct buf *out);
-/* SSE: the stream ended: the rest (an unterminated event) goes on. */
+/* SSE: the stream ended: the rest (an unterminated event) is judged the
+ * same way, and goes on unless it is a usage-only chunk to drop. */
 void meter_stream_end(struct meter *m, struct buf *out);
 
 /* JSON: keeps the body for meter_body_end. */
@@ -40,7 +52,9 @@ void meter_body_end(struct meter *m);
 
 /* Reads "usage" from one JSON object text: prompt_tokens/completion_tokens
  * (or input_tokens/output_tokens), and cached prompt tokens
- * (prompt_tokens_details.cached_tokens). False when there is none. */
+ * (prompt_tokens_details.cached_tokens). False when there is none.
+ * *usage_only: "choices" is an empty array and nothing but white space
+ * follows the object. */
 bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
                       uint64_t *cached, bool *usage_only);
 
