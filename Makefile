@@ -110,7 +110,7 @@ unit: $(UNIT_BINS)
 	@python3 tests/run.py --unit-only
 
 bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/streamload \
-       build/bench/snapshot_cost
+       build/bench/snapshot_cost build/bench/metrics_cost
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
@@ -121,6 +121,12 @@ build/bench/fastupstream: tests/bench/fastupstream.c
 build/bench/streamload: tests/bench/streamload.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -g $< -o $@
+
+# what recording a request's metrics costs, optimised as in the release build
+build/bench/metrics_cost: tests/bench/metrics_cost.c fcgi/metrics.c fcgi/state.c fcgi/policy.c \
+		fcgi/buf.c fcgi/log.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 -Ifcgi $^ -o $@ -lpthread
 
 # the hot-reload check's cost per request, optimised as in the release build
 build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)

@@ -47,6 +47,24 @@ int metrics_bucket(enum metrics_hist h, uint64_t us)
     return lo;
 }
 
+/* prefix then n in decimal into out (n small; out holds 32 bytes) */
+static const char *join(char *out, const char *prefix, unsigned n)
+{
+    size_t k = strlen(prefix);
+    memcpy(out, prefix, k);
+    char digits[12];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0 && d < 10);
+    while (d > 0) {
+        out[k++] = digits[--d];
+    }
+    out[k] = '\0';
+    return out;
+}
+
 static const char *m(const char *model)
 {
     return model != NULL ? model : "";
@@ -54,8 +72,8 @@ static const char *m(const char *model)
 
 void metrics_request(struct state *st, const char *model, int status)
 {
-    char s[16];
-    snprintf(s, sizeof(s), "%d", status >= 100 && status <= 599 ? status : 0);
+    char s[32];
+    join(s, "", status >= 100 && status <= 599 ? (unsigned)status : 0);
     uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), s, K_REQ);
     if (w != NULL) {
         __atomic_add_fetch(&w[0], 1, __ATOMIC_RELAXED);
@@ -64,15 +82,19 @@ void metrics_request(struct state *st, const char *model, int status)
 
 uint64_t metrics_requests(struct state *st, const char *model, int status)
 {
-    char s[16];
-    snprintf(s, sizeof(s), "%d", status);
+    char s[32];
+    join(s, "", status >= 0 ? (unsigned)status : 0);
     const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), s, K_REQ);
     return w != NULL ? __atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
 }
 
 static void att_name(char *out, size_t n, const char *outcome)
 {
-    snprintf(out, n, K_ATT "%s", outcome);
+    size_t k = sizeof(K_ATT) - 1, len = strlen(outcome);
+    len = len < n - k - 1 ? len : n - k - 1;
+    memcpy(out, K_ATT, k);
+    memcpy(out + k, outcome, len);
+    out[k + len] = '\0';
 }
 
 void metrics_attempt(struct state *st, const char *model, const char *backend, const char *outcome)
@@ -98,7 +120,11 @@ uint64_t metrics_attempts(struct state *st, const char *model, const char *backe
  * it goes in its own string with the kind before it */
 static void use_name(char *out, size_t n, const char *key)
 {
-    snprintf(out, n, K_USE "%s", key != NULL ? key : "");
+    size_t k = sizeof(K_USE) - 1, len = key != NULL ? strlen(key) : 0;
+    len = len < n - k - 1 ? len : n - k - 1;
+    memcpy(out, K_USE, k);
+    memcpy(out + k, key != NULL ? key : "", len);
+    out[k + len] = '\0';
 }
 
 void metrics_usage(struct state *st, const char *model, const char *backend, const char *key,
@@ -233,8 +259,13 @@ static uint64_t *ring_slot(struct state *st, const char *model, const char *back
                            const char *kind, uint64_t minute, unsigned ring, unsigned part,
                            bool claim)
 {
+    /* kind, the minute's place in the ring, '.', the part: "r17.0" */
     char name[32];
-    snprintf(name, sizeof(name), "%s%u.%u", kind, (unsigned)(minute % ring), part);
+    join(name, kind, (unsigned)(minute % ring));
+    size_t k = strlen(name);
+    name[k] = '.';
+    name[k + 1] = (char)('0' + part % 10);
+    name[k + 2] = '\0';
     return claim ? state_words(st, STATE_NS_METRIC, m(model), backend, name)
                  : state_find(st, STATE_NS_METRIC, m(model), backend, name);
 }

@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "state.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Every value lives in runtime.state (namespace STATE_NS_METRIC), so every

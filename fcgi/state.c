@@ -92,6 +92,15 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The second a lookup marks its slot used: the coarse clock (a few ns, where
+ * the precise one costs tens; idleness is counted in hours). */
+static uint64_t lookup_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
 /* Lays out an empty table in fd (which is empty or garbage). The magic goes
  * last: a writer killed halfway leaves a file that reads as not made. */
 static int make_table(int fd, size_t nslots, char *err, size_t errlen)
@@ -434,7 +443,7 @@ static struct slot *lookup(struct state *st, enum state_ns ns, const char *a, co
                            const char *c)
 {
     uint64_t key = name_key(ns, a, b, c);
-    uint64_t now_s = wall_ms() / 1000;
+    uint64_t now_s = lookup_s();
     struct slot *s = find(st, key, now_s);
     return s != NULL ? s : claim(st, key, now_s);
 }
@@ -449,7 +458,7 @@ uint64_t *state_words(struct state *st, enum state_ns ns, const char *a, const c
 uint64_t *state_find(struct state *st, enum state_ns ns, const char *a, const char *b,
                      const char *c)
 {
-    struct slot *s = find(st, name_key(ns, a, b, c), wall_ms() / 1000);
+    struct slot *s = find(st, name_key(ns, a, b, c), lookup_s());
     return s != NULL ? s->w : NULL;
 }
 
@@ -462,7 +471,7 @@ uint64_t state_next(struct state *st, enum state_ns ns, const char *a, const cha
 
 uint64_t state_peek(struct state *st, enum state_ns ns, const char *a, const char *b)
 {
-    struct slot *s = find(st, name_key(ns, a, b, NULL), wall_ms() / 1000);
+    struct slot *s = find(st, name_key(ns, a, b, NULL), lookup_s());
     return s != NULL ? __atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) : 0;
 }
 

@@ -252,14 +252,14 @@ static int open_writer(struct usage_writer *w, char *err, size_t errlen)
         }
         close(fd);
     } else if (errno != EEXIST) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "%.160s: %.80s", path, strerror(errno));
         return SQLITE_CANTOPEN;
     }
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK && sqlite3_db_readonly(db, "main") == 1) {
         rc = SQLITE_READONLY;
-        snprintf(err, errlen, "%s is not writable", path);
+        snprintf(err, errlen, "%.160s is not writable", path);
     } else if (rc == SQLITE_OK) {
         sqlite3_busy_handler(db, on_busy, w);
         rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
@@ -282,7 +282,7 @@ static int open_writer(struct usage_writer *w, char *err, size_t errlen)
             memset(&w->file[i], 0, sizeof(w->file[i]));
             if (i == 0) {
                 rc = SQLITE_CANTOPEN;
-                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                snprintf(err, errlen, "%.160s: %.80s", path, strerror(errno));
             }
         }
     }

@@ -15,6 +15,7 @@ machine allows 20,000). The peak of concurrent streams is counted by the
 upstream, and the RSS of lighttpd and both programs is sampled at that peak.
 
 usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,5000,10000]
+       scripts/bench.py --only-metrics
 """
 
 import argparse
@@ -151,6 +152,7 @@ def main():
     ap.add_argument("--only-hold", action="store_true")
     ap.add_argument("--only-cgi", action="store_true")
     ap.add_argument("--only-stream", action="store_true")
+    ap.add_argument("--only-metrics", action="store_true")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -221,6 +223,9 @@ def main():
             return
         if args.only_cgi:
             cgi_rate(up_port, script)
+            return
+        if args.only_metrics:
+            metrics_cost(up_port, work)
             return
         if not args.only_stream:
             variants = {
@@ -316,10 +321,53 @@ def main():
         for line in cost.splitlines():
             if line.startswith("#"):
                 print("\nhot-reload check (stat + change counter), -O2:" + line[1:].split(":", 1)[1])
+        metrics_cost(up_port, work)
         print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def metrics_cost(up_port, work):
+    """Recording a request's metrics (-O2, on a state file), and a scrape of
+    /metrics with 100 models x 3 backends x 3 keys, through lighttpd."""
+    out = subprocess.run([os.path.join(ROOT, "build", "bench", "metrics_cost")],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("#"):
+            print("\nmetrics: " + line[2:])
+    from harness import fetch
+    state = os.path.join(work, "state-metrics")
+    os.makedirs(state)
+    models = {}
+    for i in range(100):
+        models["model-%03d" % i] = {"Strategy": "RoundRobin", "Backends": [
+            {"Name": "backend-%d" % j, "BaseUrl": "http://127.0.0.1:%d/v1" % up_port,
+             "ApiKeys": ["k%d-%d-%d" % (i, j, k) for k in range(3)]} for j in range(3)]}
+    write_routing(os.path.join(state, "dynamic_routing.json"), models)
+    port = free_port()
+    token = "bench-metrics-token"
+    env = dict(os.environ, LLMPROXY_PORT=str(port), LLMPROXY_STATE_DIR=state,
+               LLMPROXY_ADMIN_TOKEN=token)
+    p = start([os.path.join(ROOT, "scripts", "run.sh")], env, os.path.join(work, "metrics.log"))
+    try:
+        wait_port(port)
+        body = '{"model":"%s","messages":[{"role":"user","content":"hi"}]}'
+        for i in range(900):  # every model, backend and key answers: every series exists
+            fetch(port, "POST", "/v1/chat/completions", body % ("model-%03d" % (i % 100)),
+                  {"Content-Type": "application/json"})
+        times, size, series = [], 0, 0
+        for _ in range(25):
+            t0 = time.perf_counter()
+            r = fetch(port, "GET", "/metrics", None, {"Authorization": "Bearer " + token})
+            times.append((time.perf_counter() - t0) * 1000)
+            size = len(r.body)
+            series = sum(1 for x in r.body.split(b"\n") if x and not x.startswith(b"#"))
+        print("metrics: a scrape of 100 models x 3 backends x 3 keys (%d series, %d KB): p50 %.1f ms, "
+              "max %.1f ms (target <= 50 ms)" % (series, size // 1024, pct(times[5:], 50),
+                                                 max(times[5:])))
+    finally:
+        stop(p)
 
 
 def cgi_rate(up_port, script):
