@@ -362,7 +362,7 @@ try {
     { Name: "down", BaseUrl: down, ApiKeys: ["sk-st-down"] },
     { Name: "limited", BaseUrl: limited, ApiKeys: ["sk-st-0", "sk-st-1"] }] });
   ok(r.status === 200 || r.status === 201, "a model for the status tests is made");
-  for (let i = 0; i < 3; i++) await chatWith("unused", smodel);
+  for (let i = 0; i < 8; i++) await chatWith("unused", smodel);
   await page.click('nav.tabs button[data-tab="status"]');
   const srow = (b) => `#status-models table[data-model="${smodel}"] tr[data-backend="${b}"]`;
   await page.waitForSelector(srow("down"));
@@ -376,21 +376,28 @@ try {
   const refreshed = await until(async () => (await page.textContent("#status-updated")) !== before2, 5000);
   ok(refreshed, "the Status tab refreshes by itself");
   const simg = decodePng(await page.locator("#status-chart").screenshot({ path: `${shots}/status-chart.png` }));
-  const pal = (await page.evaluate(() => PALETTE.slice(0, 2))).map(hex);
-  let lineCols = [0, 0];
-  for (let x = 0; x < simg.width; x++) {
-    for (let c = 0; c < 2; c++) {
+  // the legend says which colour is which backend (other models may have lines too)
+  const legend = await page.locator("#status-legend > span").allTextContents();
+  const palette = (await page.evaluate(() => PALETTE)).map(hex);
+  const ours = ["limited", "down"].map((b) => legend.indexOf(`${smodel} / ${b}`));
+  const colourCols = (c) => {
+    let cols = 0;
+    for (let x = 0; x < simg.width; x++) {
       let hit = false;
       for (let y = 0; y < simg.height && !hit; y++) {
         const p = simg.at(x, y);
-        hit = Math.abs(p[0] - pal[c][0]) <= 3 && Math.abs(p[1] - pal[c][1]) <= 3 && Math.abs(p[2] - pal[c][2]) <= 3;
+        hit = Math.abs(p[0] - c[0]) <= 3 && Math.abs(p[1] - c[1]) <= 3 && Math.abs(p[2] - c[2]) <= 3;
       }
-      if (hit) lineCols[c]++;
+      cols += hit ? 1 : 0;
     }
-  }
-  // both lines run along the hour (the one drawn last covers the other where they meet)
-  ok(lineCols[0] > 0 && lineCols[1] > 0 && lineCols[0] + lineCols[1] > simg.width / 2,
-     "the chart draws a line per backend across the hour: " + lineCols.join(", ") + " of " + simg.width + " columns");
+    return cols;
+  };
+  const counts = ours.map((i) => (i >= 0 ? colourCols(palette[i]) : 0));
+  const all = palette.slice(0, legend.length).map(colourCols);
+  // lines along the whole hour (where they meet, the one drawn last covers the rest)
+  ok(ours.every((i) => i >= 0) && counts[0] > 0 && Math.max(...all) > simg.width / 2,
+     "the chart draws a line per backend across the hour: " + legend.join(", ") + " / " + counts.join(", ") +
+     " / " + all.join(", ") + " of " + simg.width + " columns");
   await page.screenshot({ path: `${shots}/admin-status.png`, fullPage: true });
   await admin("DELETE", `/admin/config/${smodel}`);
 

@@ -61,6 +61,7 @@ int main(void)
                 metrics_active(s, -1);
             }
             state_close(s);
+            state_close(st); /* the parent's, inherited */
             _exit(0);
         }
     }
