@@ -21,6 +21,9 @@
 
 /* What a scrape reads: the routing file (labels come only from it and from
  * the key file, so the series stay bounded) and the shared counters. */
+/* The largest scrape sent; Prometheus refuses a cut one, so past it: 500. */
+#define METRICS_MAX_SCRAPE (64u << 20)
+
 struct view {
     struct config *cfg; /* NULL when the routing file cannot be read */
     cJSON *keys;        /* client_keys.json, or NULL */
@@ -134,21 +137,23 @@ static void usage(struct buf *o, const struct view *v, bool cost)
         help(o, "llmproxy_tokens_total", "counter",
              "Tokens the backends reported, by model, backend, client key and type.");
     }
-    const cJSON *keys = key_list(v);
-    int nk = cJSON_GetArraySize(keys);
+    /* the keys' names once (cJSON_GetArrayItem walks the list each time) */
+    const cJSON *keys = key_list(v), *kj;
+    size_t nk = 0;
+    const char **names = xcalloc((size_t)cJSON_GetArraySize(keys) + 1, sizeof(*names));
+    names[nk++] = ""; /* keyless */
+    cJSON_ArrayForEach(kj, keys)
+    {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(kj, "Name");
+        if (cJSON_IsString(nm)) {
+            names[nk++] = nm->valuestring;
+        }
+    }
     for (size_t i = 0; v->cfg != NULL && i < v->cfg->nmodels; i++) {
         const struct config_model *m = &v->cfg->models[i];
         for (size_t j = 0; j < m->nbackends; j++) {
-            for (int k = -1; k < nk; k++) {
-                const char *key = "";
-                if (k >= 0) {
-                    const cJSON *nm =
-                        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(keys, k), "Name");
-                    if (!cJSON_IsString(nm)) {
-                        continue;
-                    }
-                    key = nm->valuestring;
-                }
+            for (size_t k = 0; k < nk; k++) {
+                const char *key = names[k];
                 uint64_t u[3];
                 if (!metrics_usage_get(v->st, m->name, m->backends[j].name, key, u)) {
                     continue;
@@ -173,6 +178,7 @@ static void usage(struct buf *o, const struct view *v, bool cost)
             }
         }
     }
+    free(names);
 }
 
 static void histogram(struct buf *o, const struct view *v, enum metrics_hist h)
@@ -306,7 +312,10 @@ static cJSON *backend_health(const struct view *v, const struct config_model *m,
         rc.latency_p50 = rc.latency_p95 = rc.ttfb_p50 = rc.ttfb_p95 = -1;
     }
     cJSON *r = cJSON_AddObjectToObject(o, "Recent");
-    cJSON_AddNumberToObject(r, "RequestsPerMinute", (double)rc.attempts / METRICS_RECENT_WINDOW);
+    /* the window: 4 whole minutes and the part of this one gone by */
+    double minutes = METRICS_RECENT_WINDOW - 1 + (double)(now % 60000) / 60000.0;
+    cJSON_AddNumberToObject(r, "RequestsPerMinute",
+                            (double)(int64_t)((double)rc.attempts / minutes * 10 + 0.5) / 10);
     cJSON_AddNumberToObject(r, "ErrorRate",
                             rc.attempts ? (double)rc.errors / (double)rc.attempts : 0.0);
     const struct {
@@ -374,7 +383,7 @@ int admin_metrics(struct admin *a, struct conn *c)
     struct view v;
     view_open(a, &v);
     struct buf o;
-    buf_init(&o, 64 * 1024);
+    buf_init(&o, METRICS_MAX_SCRAPE);
     if (v.st != NULL) {
         requests(&o, &v);
         attempts(&o, &v);
@@ -398,6 +407,12 @@ int admin_metrics(struct admin *a, struct conn *c)
         buf_printf(&o, "llmproxy_state_names_refused_total %llu\n", (unsigned long long)ss.refused);
     }
     view_close(&v);
+    if (o.len + 64 * 1024 > o.cap) {
+        /* an append near the cap may have failed: never send a cut scrape */
+        buf_cleanup(&o);
+        admin_error(c, 500, "server_error", "the metrics are larger than 64 MiB", NULL);
+        return 500;
+    }
     char head[256];
     int n = snprintf(head, sizeof(head),
                      "Status: 200\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"

@@ -33,10 +33,14 @@ static void log_skip(struct request_ctx *ctx, const struct config_backend *b, co
                      uint64_t wait_ms)
 {
     if (log_json()) {
-        buf_append_str(&ctx->log, ctx->log.len ? ",{\"backend\":\"" : "{\"backend\":\"");
-        buf_append_json_str(&ctx->log, b->name);
-        buf_printf(&ctx->log, "\",\"skipped\":\"%s\",\"wait_ms\":%llu}", why,
+        struct buf item;
+        buf_init(&item, ctx->log.cap);
+        buf_append_str(&item, "{\"backend\":\"");
+        buf_append_json_str(&item, b->name);
+        buf_printf(&item, "\",\"skipped\":\"%s\",\"wait_ms\":%llu}", why,
                    (unsigned long long)wait_ms);
+        proxy_log_json_item(ctx, &item);
+        buf_cleanup(&item);
         return;
     }
     buf_printf(&ctx->log, "%s%s:%s:%llus", ctx->log.len ? " " : "", b->name, why,
@@ -238,6 +242,7 @@ static int release_hold(struct request_ctx *ctx)
 static void end_with_error(struct request_ctx *ctx, enum policy_outcome o)
 {
     const struct policy_rule *r = policy_rule(o);
+    ctx->at_outcome = (int)o; /* what the attempt came to, for its metric */
     proxy_log_attempt(ctx, r->name);
     apply_health(ctx, o);
     if (r->action == PA_END_ERROR && !ctx->event_stream) {
@@ -512,6 +517,7 @@ static void on_done(void *ud, enum upstream_result r)
         /* a stream that ended before a blank line: relay what came */
         char o[16];
         snprintf(o, sizeof(o), "%d", ctx->status);
+        ctx->at_outcome = PO_ANSWER;
         proxy_log_attempt(ctx, o);
         release_hold(ctx);
         relay_end(ctx);

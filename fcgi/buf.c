@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "buf.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -269,9 +270,13 @@ int buf_append_json_str(struct buf *b, const char *s)
                 esc[4] = hex[*p >> 4];
                 esc[5] = hex[*p & 15];
                 n = 6;
+            } else if (*p >= 0x80 && utf8_len(p) == 0) {
+                out = "\\ufffd"; /* not UTF-8: the replacement character */
+                n = 6;
             } else {
                 out = (const char *)p;
-                n = 1;
+                n = *p >= 0x80 ? utf8_len(p) : 1;
+                p += n - 1;
             }
         }
         if (buf_append(b, out, n) != BUF_OK) {

@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "log.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -69,8 +70,14 @@ bool log_json_escape(char *out, size_t n, size_t *k, const char *s)
             esc[4] = hex[*p >> 4];
             esc[5] = hex[*p & 15];
             m = 6;
+        } else if (*p >= 0x80 && utf8_len(p) == 0) {
+            memcpy(esc, "\\ufffd", 6); /* not UTF-8: log shippers want it */
+            m = 6;
         } else {
-            esc[m++] = (char)*p;
+            size_t u = *p >= 0x80 ? utf8_len(p) : 1;
+            memcpy(esc, p, u);
+            m = u;
+            p += u - 1;
         }
         if (at + m >= n) {
             *k = at;

@@ -2,9 +2,14 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "metrics.h"
+#include "utf8.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const uint64_t ttfb_le[METRICS_TTFB_BUCKETS] = {
     1000,   2500,    5000,    10000,   25000,    50000,    100000,  250000,
@@ -130,7 +135,7 @@ static void use_name(char *out, size_t n, const char *key)
 void metrics_usage(struct state *st, const char *model, const char *backend, const char *key,
                    uint64_t prompt, uint64_t completion, uint64_t cost_micro)
 {
-    char c[96];
+    char c[sizeof(K_USE) + 4 * 64 + 8]; /* a key name: 64 characters of up to 4 bytes */
     use_name(c, sizeof(c), key);
     uint64_t *w = state_words(st, STATE_NS_METRIC, m(model), backend, c);
     if (w == NULL) {
@@ -150,7 +155,7 @@ void metrics_usage(struct state *st, const char *model, const char *backend, con
 bool metrics_usage_get(struct state *st, const char *model, const char *backend, const char *key,
                        uint64_t out[3])
 {
-    char c[96];
+    char c[sizeof(K_USE) + 4 * 64 + 8]; /* a key name: 64 characters of up to 4 bytes */
     use_name(c, sizeof(c), key);
     const uint64_t *w = state_find(st, STATE_NS_METRIC, m(model), backend, c);
     for (int i = 0; i < 3; i++) {
@@ -270,20 +275,27 @@ static uint64_t *ring_slot(struct state *st, const char *model, const char *back
                  : state_find(st, STATE_NS_METRIC, m(model), backend, name);
 }
 
-static bool ring_current(struct state *st, const char *model, const char *backend, const char *kind,
-                         uint64_t minute, unsigned ring, unsigned parts)
+/* The first part of a minute's slot, moved to this minute if it held an
+ * older one (or, after the clock stepped back, a later one); NULL when it
+ * cannot be used now (no room, or another caller is a minute ahead). */
+static uint64_t *ring_current(struct state *st, const char *model, const char *backend,
+                              const char *kind, uint64_t minute, unsigned ring, unsigned parts)
 {
     uint64_t *w0 = ring_slot(st, model, backend, kind, minute, ring, 0, true);
     if (w0 == NULL) {
-        return false;
+        return NULL;
     }
     uint64_t stamp = __atomic_load_n(&w0[0], __ATOMIC_ACQUIRE);
     if (stamp == minute + 1) {
-        return true;
+        return w0;
     }
-    if (stamp > minute + 1 || !__atomic_compare_exchange_n(&w0[0], &stamp, minute + 1, false,
-                                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        return stamp == minute + 1 || __atomic_load_n(&w0[0], __ATOMIC_ACQUIRE) == minute + 1;
+    /* an older minute's, or (the clock stepped back) a later one's: callers
+     * a minute apart use other places in the ring, so this is stale */
+    if (!__atomic_compare_exchange_n(&w0[0], &stamp, minute + 1, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        return stamp == minute + 1 || __atomic_load_n(&w0[0], __ATOMIC_ACQUIRE) == minute + 1
+                   ? w0
+                   : NULL;
     }
     /* this caller moved the slot to the new minute: clear the old counts */
     for (unsigned p = 0; p < parts; p++) {
@@ -292,17 +304,17 @@ static bool ring_current(struct state *st, const char *model, const char *backen
             __atomic_store_n(&w[i], 0, __ATOMIC_RELAXED);
         }
     }
-    return true;
+    return w0;
 }
 
 void metrics_recent_attempt(struct state *st, const char *model, const char *backend, bool failed,
                             uint64_t now_ms)
 {
     uint64_t minute = now_ms / 60000;
-    if (!ring_current(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 1)) {
+    uint64_t *w = ring_current(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 1);
+    if (w == NULL) {
         return;
     }
-    uint64_t *w = ring_slot(st, model, backend, "r", minute, METRICS_RECENT_MINUTES, 0, true);
     __atomic_add_fetch(&w[1], 1, __ATOMIC_RELAXED);
     if (failed) {
         __atomic_add_fetch(&w[2], 1, __ATOMIC_RELAXED);
@@ -321,12 +333,14 @@ static int recent_bucket(uint64_t ms)
 static void recent_add(struct state *st, const char *model, const char *backend, const char *kind,
                        uint64_t minute, uint64_t us)
 {
-    if (!ring_current(st, model, backend, kind, minute, RING_LAT, LAT_PARTS)) {
+    uint64_t *w0 = ring_current(st, model, backend, kind, minute, RING_LAT, LAT_PARTS);
+    if (w0 == NULL) {
         return;
     }
     int word = 1 + recent_bucket((us + 999) / 1000);
-    uint64_t *w =
-        ring_slot(st, model, backend, kind, minute, RING_LAT, (unsigned)(word / STATE_WORDS), true);
+    uint64_t *w = word < STATE_WORDS ? w0
+                                     : ring_slot(st, model, backend, kind, minute, RING_LAT,
+                                                 (unsigned)(word / STATE_WORDS), true);
     if (w != NULL) {
         __atomic_add_fetch(&w[word % STATE_WORDS], 1, __ATOMIC_RELAXED);
     }
@@ -417,19 +431,96 @@ void metrics_recent_get(struct state *st, const char *model, const char *backend
     out->ttfb_p95 = metrics_recent_quantile(counts, 0.95);
 }
 
+/* Requests in flight, one slot per process ([0] its pid, [1] its count):
+ * a process that dies with requests in flight leaves a count that a scrape
+ * no longer adds (its pid is gone), and the next process takes the slot. */
+#define ACTIVE_SLOTS 64
+static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
+static int active_idx = -1; /* this process's slot, once claimed */
+static uint64_t active_pid;
+
+/* a child of a process that claimed a slot claims its own */
+static void active_forked(void)
+{
+    active_idx = -1;
+    active_pid = 0;
+    pthread_mutex_init(&active_mu, NULL);
+}
+
+static bool pid_alive(uint64_t pid)
+{
+    return pid != 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+static uint64_t *active_slot(struct state *st, int i, bool claim)
+{
+    char name[32];
+    join(name, "", (unsigned)i);
+    return claim ? state_words(st, STATE_NS_METRIC, ACTIVE_NAME, name, K_ACTIVE)
+                 : state_find(st, STATE_NS_METRIC, ACTIVE_NAME, name, K_ACTIVE);
+}
+
+static uint64_t *active_words(struct state *st)
+{
+    int idx = __atomic_load_n(&active_idx, __ATOMIC_ACQUIRE);
+    if (idx >= 0) {
+        uint64_t *w = active_slot(st, idx, true);
+        if (w != NULL && __atomic_load_n(&w[0], __ATOMIC_RELAXED) == active_pid) {
+            return w;
+        }
+    }
+    pthread_mutex_lock(&active_mu);
+    if (active_pid == 0) {
+        static bool registered;
+        if (!registered) {
+            pthread_atfork(NULL, NULL, active_forked);
+            registered = true;
+        }
+        active_pid = (uint64_t)getpid();
+    }
+    uint64_t *found = NULL;
+    for (int i = 0; i < ACTIVE_SLOTS && found == NULL; i++) {
+        uint64_t *w = active_slot(st, i, true);
+        if (w == NULL) {
+            continue;
+        }
+        uint64_t p = __atomic_load_n(&w[0], __ATOMIC_ACQUIRE);
+        if (p == active_pid) {
+            found = w;
+        } else if ((p == 0 || !pid_alive(p)) &&
+                   __atomic_compare_exchange_n(&w[0], &p, active_pid, false, __ATOMIC_ACQ_REL,
+                                               __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&w[1], 0, __ATOMIC_RELEASE);
+            found = w;
+        }
+        if (found != NULL) {
+            __atomic_store_n(&active_idx, i, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&active_mu);
+    return found; /* NULL: 64 live processes hold every slot (not counted) */
+}
+
 void metrics_active(struct state *st, int delta)
 {
-    uint64_t *w = state_words(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);
+    uint64_t *w = active_words(st);
     if (w != NULL) {
-        __atomic_add_fetch(&w[0], (uint64_t)(int64_t)delta, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&w[1], (uint64_t)(int64_t)delta, __ATOMIC_RELAXED);
     }
 }
 
 int64_t metrics_active_get(struct state *st)
 {
-    const uint64_t *w = state_find(st, STATE_NS_METRIC, ACTIVE_NAME, NULL, K_ACTIVE);
-    int64_t v = w != NULL ? (int64_t)__atomic_load_n(&w[0], __ATOMIC_RELAXED) : 0;
-    return v > 0 ? v : 0;
+    int64_t sum = 0;
+    for (int i = 0; i < ACTIVE_SLOTS; i++) {
+        const uint64_t *w = active_slot(st, i, false);
+        if (w == NULL || !pid_alive(__atomic_load_n(&w[0], __ATOMIC_ACQUIRE))) {
+            continue;
+        }
+        int64_t v = (int64_t)__atomic_load_n(&w[1], __ATOMIC_RELAXED);
+        sum += v > 0 ? v : 0;
+    }
+    return sum;
 }
 
 void metrics_label(struct buf *out, const char *value)
@@ -441,6 +532,15 @@ void metrics_label(struct buf *out, const char *value)
             buf_append_str(out, "\\\"");
         } else if (*p == '\n') {
             buf_append_str(out, "\\n");
+        } else if ((unsigned char)*p >= 0x80) {
+            /* Prometheus refuses a scrape with invalid UTF-8 anywhere */
+            size_t n = utf8_len((const unsigned char *)p);
+            if (n == 0) {
+                buf_append_str(out, "\xef\xbf\xbd");
+            } else {
+                buf_append(out, p, n);
+                p += n - 1;
+            }
         } else {
             buf_append(out, p, 1);
         }

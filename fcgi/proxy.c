@@ -225,8 +225,8 @@ void proxy_leave(struct request_ctx *ctx)
 void proxy_log_attempt(struct request_ctx *ctx, const char *outcome)
 {
     /* the metric takes the policy's name for what happened (a bounded set) */
-    enum policy_outcome o = ctx->at_outcome >= 0 ? (enum policy_outcome)ctx->at_outcome
-                            : ctx->gone          ? PO_CLIENT_GONE
+    enum policy_outcome o = ctx->gone              ? PO_CLIENT_GONE
+                            : ctx->at_outcome >= 0 ? (enum policy_outcome)ctx->at_outcome
                             : strcmp(outcome, "shutdown") == 0     ? PO_SHUTDOWN
                             : strcmp(outcome, "start_failed") == 0 ? PO_CONNECT
                                                                    : PO_TIMEOUT;
@@ -237,15 +237,33 @@ void proxy_log_attempt(struct request_ctx *ctx, const char *outcome)
                            health_now_ms());
     double ms = (double)(now_us() - ctx->attempt_t0) / 1000.0;
     if (log_json()) {
-        buf_append_str(&ctx->log, ctx->log.len ? ",{\"backend\":\"" : "{\"backend\":\"");
-        buf_append_json_str(&ctx->log, ctx->backend->name);
-        buf_printf(&ctx->log, "\",\"key\":%zu,\"outcome\":\"", ctx->key_index);
-        buf_append_json_str(&ctx->log, outcome);
-        buf_printf(&ctx->log, "\",\"ms\":%.1f}", ms);
+        struct buf item;
+        buf_init(&item, ctx->log.cap);
+        buf_append_str(&item, "{\"backend\":\"");
+        buf_append_json_str(&item, ctx->backend->name);
+        buf_printf(&item, "\",\"key\":%zu,\"outcome\":\"", ctx->key_index);
+        buf_append_json_str(&item, outcome);
+        buf_printf(&item, "\",\"ms\":%.1f}", ms);
+        proxy_log_json_item(ctx, &item);
+        buf_cleanup(&item);
         return;
     }
     buf_printf(&ctx->log, "%s%s#%zu:%s:%.1fms", ctx->log.len ? " " : "", ctx->backend->name,
                ctx->key_index, outcome, ms);
+}
+
+/* One attempt (or skipped backend) as an object of the JSON line's
+ * attempts: whole or not at all (then counted as cut), so the line stays
+ * valid JSON however many backends a model has. */
+void proxy_log_json_item(struct request_ctx *ctx, const struct buf *item)
+{
+    size_t need = item->len + (ctx->log.len ? 1 : 0);
+    /* an item that filled its own buffer may be cut: never half an object */
+    if (item->len == 0 || item->len + 1 >= item->cap || ctx->log.len + need + 1 > ctx->log.cap ||
+        (ctx->log.len && buf_append(&ctx->log, ",", 1) != BUF_OK) ||
+        buf_append(&ctx->log, item->data, item->len) != BUF_OK) {
+        ctx->log_cut++;
+    }
 }
 
 /* The request's line in LLMPROXY_LOG_FORMAT=json: the fields of the text
@@ -267,6 +285,9 @@ static void log_request_json(struct request_ctx *ctx, int status, double ms)
             buf_append_str(&b, "\",");
         }
         buf_printf(&b, "\"attempts\":[%s],", ctx->log.data != NULL ? ctx->log.data : "");
+        if (ctx->log_cut > 0) {
+            buf_printf(&b, "\"attempts_cut\":%d,", ctx->log_cut);
+        }
     } else {
         buf_append_str(&b, "\"method\":\"");
         buf_append_json_str(&b, ctx->method);
@@ -457,7 +478,7 @@ static void on_request(void *app, struct conn *c)
     buf_init(&ctx->model_json, 2 * CONFIG_MAX_STRING);
     buf_init(&ctx->resp_hdrs, 64 * 1024);
     buf_init(&ctx->hold, px->set->hold_max);
-    buf_init(&ctx->log, 4096);
+    buf_init(&ctx->log, 8192);
     buf_init(&ctx->relay_buf, SIZE_MAX / 2);
     sse_peek_init(&ctx->peek);
     conn_bind(c, ctx);

@@ -140,6 +140,7 @@ struct request_ctx {
     int64_t ttfb_us;     /* from the request's start to the answer's first byte */
     int at_outcome;      /* the current attempt's policy outcome so far, -1: none yet */
     int usage_estimated; /* the answer reported no usage: it was estimated */
+    int log_cut;         /* attempts left out of the JSON log line (no room) */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;
@@ -168,6 +169,7 @@ void proxy_enter(struct request_ctx *ctx);
 void proxy_leave(struct request_ctx *ctx);
 /* One attempt's entry in the log line. */
 void proxy_log_attempt(struct request_ctx *ctx, const char *outcome);
+void proxy_log_json_item(struct request_ctx *ctx, const struct buf *item);
 /* Writes to the client; 0, or -1 when it is gone. */
 int proxy_client_write(struct request_ctx *ctx, const char *p, size_t n, int flush);
 /* An answer of our own (an error, a verdict); the request then ends. */

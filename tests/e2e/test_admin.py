@@ -349,6 +349,8 @@ def lighttpd_dropin_snippet_works():
         tok = open(os.path.join(state, "admin.token")).read().strip()
         r = fetch(port, "GET", "/admin/config", None, {"Authorization": "Bearer " + tok})
         assert r.status == 200 and "m" in r.json()["Models"], r.status
+        r = fetch(port, "GET", "/metrics", None, {"Authorization": "Bearer " + tok})
+        assert r.status == 200 and b'llmproxy_requests_total{model="m",status="200"} 2' in r.body, r.body[:500]
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=10)

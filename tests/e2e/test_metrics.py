@@ -270,3 +270,33 @@ def real_prometheus_scrapes_and_answers_promql():
         p.wait(timeout=10)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@test
+def metrics_outcomes_of_streams_and_a_big_scrape():
+    """An attempt broken mid-stream counts as broken (not ok); a stream that
+    ends without a blank line as ok; a scrape of 100 models x 3 backends x 3
+    keys is whole and passes promtool."""
+    models = {"mo": {"Strategy": "Failover", "Backends": [backend("brk", U("name=mo-brk+chunks=5+drop=2"))]},
+              "mk": {"Strategy": "Failover", "Backends": [backend("ok", U("name=mo-ok+chunks=3"))]}}
+    for i in range(100):
+        models["big-%03d-%s" % (i, "x" * 40)] = {"Strategy": "RoundRobin", "Backends": [
+            backend("backend-%d-%s" % (j, "y" * 30), U("name=big"), keys=["k%d" % k for k in range(3)])
+            for j in range(3)]}
+    Env.routing(models)
+    r = chat(Env.port(), "mo", stream=True)
+    assert r.status == 200 and '"error"' in r.events()[-1], r.body
+    assert chat(Env.port(), "mk", stream=True).status == 200
+    for i in range(0, 100, 7):
+        assert chat(Env.port(), "big-%03d-%s" % (i, "x" * 40)).status == 200
+    text = scrape()
+    assert len(text) > 65536, len(text)
+    promtool_ok(text)
+    s = samples(text)
+    assert value(s, "llmproxy_backend_attempts_total", model="mo", backend="brk", outcome="broken") == 1, \
+        [k for k in s if dict(k[1]).get("model") == "mo"]
+    assert value(s, "llmproxy_backend_attempts_total", model="mo", backend="brk", outcome="ok") == 0
+    assert value(s, "llmproxy_backend_attempts_total", model="mk", backend="ok", outcome="ok") == 1
+    cool = [k for k in s if k[0] == "llmproxy_key_cooldown_seconds"]
+    assert len(cool) >= 900, len(cool)
+    assert text.endswith("\n") and text.rstrip("\n").split("\n")[-1].startswith("llmproxy_state_names_refused_total ")

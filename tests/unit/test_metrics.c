@@ -98,6 +98,20 @@ int main(void)
     ok(metrics_active_get(st) == 2, "active requests counted");
     metrics_active(st, -3);
     ok(metrics_active_get(st) == 0, "never below zero when read");
+    metrics_active(st, 4);
+    int64_t base = metrics_active_get(st);
+    pid_t child = fork();
+    if (child == 0) {
+        struct state *s = state_open(file, 0, err, sizeof(err));
+        metrics_active(s, 5); /* dies with 5 in flight */
+        _exit(metrics_active_get(s) == base + 5 ? 0 : 1);
+    }
+    int cs;
+    waitpid(child, &cs, 0);
+    ok(base > 0 && WIFEXITED(cs) && WEXITSTATUS(cs) == 0 && metrics_active_get(st) == base,
+       "a process that died with requests in flight no longer counts (%lld, %lld)", (long long)base,
+       (long long)metrics_active_get(st));
+    metrics_active(st, -4);
 
     /* the status page's rings */
     uint64_t t0 = 1800000000000ull; /* ms, on a minute */
@@ -120,6 +134,15 @@ int main(void)
     metrics_recent_attempt(st, "m", "b", true, t0 + 60000 * 60 + 1); /* the ring comes round */
     metrics_recent_get(st, "m", "b", t0 + 60000 * 60 + 2, &rc);
     ok(rc.per_minute[59] == 1 && rc.errors == 1, "a minute's slot is reset when it comes round");
+    /* the clock steps back two hours after an hour ahead: the rings count again */
+    for (int i = 0; i < 5; i++) {
+        metrics_recent_attempt(st, "m", "c", false, t0 + 7200000 + 60000ull * (uint64_t)i);
+    }
+    metrics_recent_attempt(st, "m", "c", false, t0 + 120000);
+    metrics_recent_attempt(st, "m", "c", false, t0 + 120001);
+    metrics_recent_get(st, "m", "c", t0 + 120002, &rc);
+    ok(rc.per_minute[59] == 2, "after the clock stepped back, this minute counts (%llu)",
+       (unsigned long long)rc.per_minute[59]);
     uint64_t none[14] = {0};
     ok(metrics_recent_quantile(none, 0.5) < 0, "no answers: no quantile");
 
@@ -128,6 +151,12 @@ int main(void)
     metrics_label(&b, "a\"b\\c\nd");
     buf_append(&b, "", 1);
     ok(strcmp(b.data, "a\\\"b\\\\c\\nd") == 0, "label values escaped: %s", b.data);
+    buf_reset(&b);
+    metrics_label(&b, "M\xfcller caf\xc3\xa9 \xed\xa0\x80 \xf0\x9f\x98\x80");
+    buf_append(&b, "", 1);
+    ok(strcmp(b.data, "M\xef\xbf\xbdller caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                      "\xf0\x9f\x98\x80") == 0,
+       "invalid UTF-8 in a label becomes U+FFFD, valid sequences stay");
     buf_cleanup(&b);
 
     /* the hot path: what one request records, on the shared file */
