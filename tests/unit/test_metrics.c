@@ -104,7 +104,10 @@ int main(void)
     if (child == 0) {
         struct state *s = state_open(file, 0, err, sizeof(err));
         metrics_active(s, 5); /* dies with 5 in flight */
-        _exit(metrics_active_get(s) == base + 5 ? 0 : 1);
+        int rc = metrics_active_get(s) == base + 5 ? 0 : 1;
+        state_close(s);
+        state_close(st);
+        _exit(rc);
     }
     int cs;
     waitpid(child, &cs, 0);
