@@ -189,9 +189,10 @@ static int commit(struct request_ctx *ctx)
     ctx->ttfb_us = now_us() - ctx->t0;
     /* what the answer used: read from it as it passes */
     meter_cleanup(&ctx->meter);
+    /* (a binary answer, audio, carries no usage: it is not read at all) */
+    ctx->metering = ctx->ep->answer != EP_ANSWER_BINARY;
     meter_init(&ctx->meter, ctx->event_stream ? METER_CHAT_SSE : METER_JSON,
                ctx->event_stream && ctx->attempt_strip, METER_CAP);
-    ctx->metering = 1;
     int rc = ctx->gone || ctx->conn == NULL ? -1 : conn_write(ctx->conn, h.data, h.len, false);
     buf_cleanup(&h);
     return rc;
@@ -202,7 +203,9 @@ static int commit(struct request_ctx *ctx)
 static int relay(struct request_ctx *ctx, const char *p, size_t n)
 {
     if (ctx->meter.fmt != METER_CHAT_SSE) {
-        meter_body(&ctx->meter, p, n);
+        if (ctx->metering) {
+            meter_body(&ctx->meter, p, n);
+        }
         return proxy_client_write(ctx, p, n, 1);
     }
     struct buf *out = &ctx->relay_buf; /* kept: no allocation per chunk */

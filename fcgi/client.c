@@ -4,6 +4,7 @@
 #include "proxy_int.h"
 #include "auth.h"
 #include "conn.h"
+#include "endpoint.h"
 #include "keys.h"
 #include "limit.h"
 #include "log.h"
@@ -283,7 +284,8 @@ void client_account(struct request_ctx *ctx, int status)
     uint64_t prompt = ctx->metering && m->have ? m->prompt : 0;
     uint64_t completion = ctx->metering && m->have ? m->completion : 0;
     uint64_t cached = ctx->metering && m->have ? m->cached : 0;
-    if (ctx->metering && !m->have && ctx->final_status >= 200 && ctx->final_status < 300) {
+    if (ctx->metering && !m->have && ctx->final_status >= 200 && ctx->final_status < 300 &&
+        ctx->ep->answer == EP_ANSWER_TOKENS) {
         /* answered, but no usage came (the client left before the usage
          * chunk, a backend that never reports it, an answer past the
          * meter's cap): never free for a budget, so estimated, a token per

@@ -8,17 +8,25 @@
 /* Keep in sync with the README's "Endpoints" table. */
 static const struct endpoint table[] = {
     {"/v1/chat/completions", false, EP_ROUTED, "POST", "POST", "/chat/completions", EP_BODY_JSON,
-     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true},
+     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true, EP_ANSWER_TOKENS},
     {"/v1/completions", false, EP_ROUTED, "POST", "POST", "/completions", EP_BODY_JSON,
-     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true},
+     EP_STREAM_CHAT_SSE, EP_ERRORS_OPENAI, true, EP_ANSWER_TOKENS},
     {"/v1/embeddings", false, EP_ROUTED, "POST", "POST", "/embeddings", EP_BODY_JSON,
-     EP_STREAM_NONE, EP_ERRORS_OPENAI, true},
+     EP_STREAM_NONE, EP_ERRORS_OPENAI, true, EP_ANSWER_TOKENS},
+    {"/v1/moderations", false, EP_ROUTED, "POST", "POST", "/moderations", EP_BODY_JSON,
+     EP_STREAM_NONE, EP_ERRORS_OPENAI, true, EP_ANSWER_JSON},
+    {"/v1/rerank", false, EP_ROUTED, "POST", "POST", "/rerank", EP_BODY_JSON, EP_STREAM_NONE,
+     EP_ERRORS_OPENAI, true, EP_ANSWER_JSON},
+    {"/v1/images/generations", false, EP_ROUTED, "POST", "POST", "/images/generations",
+     EP_BODY_JSON, EP_STREAM_NONE, EP_ERRORS_OPENAI, true, EP_ANSWER_JSON},
+    {"/v1/audio/speech", false, EP_ROUTED, "POST", "POST", "/audio/speech", EP_BODY_JSON,
+     EP_STREAM_NONE, EP_ERRORS_OPENAI, true, EP_ANSWER_BINARY},
     {"/v1/models", false, EP_MODELS, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI, true},
+     EP_ERRORS_OPENAI, true, EP_ANSWER_JSON},
     {"/v1/models/", true, EP_MODELS, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI, true},
+     EP_ERRORS_OPENAI, true, EP_ANSWER_JSON},
     {"/health", false, EP_HEALTH, "GET", "GET, HEAD", NULL, EP_BODY_NONE, EP_STREAM_NONE,
-     EP_ERRORS_OPENAI, false},
+     EP_ERRORS_OPENAI, false, EP_ANSWER_JSON},
 };
 
 const struct endpoint *endpoint_find(const char *path)

@@ -23,6 +23,13 @@ enum endpoint_stream {
     EP_STREAM_CHAT_SSE, /* OpenAI chat and legacy completions: data: {...}, [DONE] */
 };
 
+/* What an answer is made of, which decides how its usage is read. */
+enum endpoint_answer {
+    EP_ANSWER_TOKENS, /* JSON or chat SSE priced in tokens: read, else estimated */
+    EP_ANSWER_JSON,   /* JSON whose usage, if any, is read; never estimated */
+    EP_ANSWER_BINARY, /* bytes (audio): passed on as they come, not read */
+};
+
 enum endpoint_errors {
     EP_ERRORS_OPENAI, /* {"error":{"message","type","param","code"}} */
 };
@@ -38,6 +45,7 @@ struct endpoint {
     enum endpoint_stream stream;
     enum endpoint_errors errors;
     bool guarded; /* served only to clients with a key (or, while none exists, local ones) */
+    enum endpoint_answer answer;
 };
 
 /* The endpoint of a path (without query), NULL when there is none. */

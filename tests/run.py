@@ -181,6 +181,7 @@ def run_e2e(server_name):
     import test_keys  # noqa: F401
     import test_metrics  # noqa: F401
     import test_sdk  # noqa: F401
+    import test_api  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name

@@ -340,6 +340,19 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
+        if self.path.endswith("/audio/speech"):
+            # speech: binary audio, chunked, a piece every `gap` ms (100)
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(spec.get("chunks", "5"))):
+                if i and self._wait_gone(int(spec.get("gap", "100")) / 1000.0):
+                    self.close_connection = True
+                    return
+                self._chunk(bytes([0xff, 0xfb, i, 0]) + name.encode() + bytes(range(256)) * 4)
+            self._chunk(b"")
+            return
         if req.get("stream") is True:
             try:
                 self._stream(spec, req, name)

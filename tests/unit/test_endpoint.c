@@ -27,5 +27,19 @@ int main(void)
     ok(endpoint_method_ok(ep, "POST") && !endpoint_method_ok(ep, "GET") &&
            strcmp(ep->allow, "POST") == 0,
        "completions: POST only, Allow says so");
+    for (const char *const *p =
+             (const char *const[]){"/v1/moderations", "/v1/rerank", "/v1/images/generations", NULL};
+         *p != NULL; p++) {
+        ep = endpoint_find(*p);
+        ok(ep && ep->kind == EP_ROUTED && ep->body == EP_BODY_JSON &&
+               ep->stream == EP_STREAM_NONE && ep->answer == EP_ANSWER_JSON &&
+               strcmp(ep->upstream_path, *p + 3) == 0,
+           "%s: routed by model, JSON, its usage never estimated", *p);
+    }
+    ep = endpoint_find("/v1/audio/speech");
+    ok(ep && ep->kind == EP_ROUTED && ep->answer == EP_ANSWER_BINARY,
+       "audio speech: routed, a binary answer");
+    ok(endpoint_find("/v1/chat/completions")->answer == EP_ANSWER_TOKENS,
+       "chat usage is read, else estimated");
     return tap_done();
 }

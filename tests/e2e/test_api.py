@@ -1,0 +1,60 @@
+"""More of the API (DESIGN.md part 2, "More of the API"), first part: the JSON
+endpoints routed by model like chat, and speech's binary answer relayed as it
+arrives."""
+
+import json
+import re
+
+from harness import backend, fetch
+from test_proxy import Env, U, requests_for, served_by, test
+
+
+def post(path, body, headers=None):
+    return fetch(Env.port(), "POST", path, body, headers)
+
+
+@test
+def json_endpoints_route_map_and_fail_over():
+    for path, body in (("/v1/moderations", {"model": "mod", "input": "hello"}),
+                       ("/v1/rerank", {"model": "mod", "query": "q", "documents": ["a", "b"]}),
+                       ("/v1/images/generations", {"model": "mod", "prompt": "a cat", "n": 1})):
+        down = backend("down", U("name=api-down+status=503"))
+        good = dict(backend("good", U("name=api-good")), BackendModelName="upstream-name")
+        Env.routing({"mod": {"Strategy": "Failover", "Backends": [down, good]}})
+        Env.up.reset()
+        r = post(path, body)
+        assert r.status == 200 and served_by(r) == "api-good", (path, r.status, r.body[:300])
+        got = requests_for("name=api-good")
+        assert len(got) == 1 and got[0]["path"].endswith(path[3:]), (path, got)
+        sent = json.loads(got[0]["body"])
+        assert sent["model"] == "upstream-name" and {k: v for k, v in sent.items() if k != "model"} == \
+            {k: v for k, v in body.items() if k != "model"}, (path, sent)
+        assert len(requests_for("name=api-down")) == 1
+        # errors stay in the OpenAI shape, refusals before any backend
+        r = post(path, {"input": "no model"})
+        assert r.status == 400 and r.json()["error"]["param"] == "model", (path, r.body)
+        r = post(path, dict(body, model="nope"))
+        assert r.status == 404 and r.json()["error"]["code"] == "model_not_found", (path, r.body)
+        assert fetch(Env.port(), "GET", path).status == 405
+
+
+@test
+def speech_binary_answer_relayed_as_it_arrives():
+    Env.routing({"tts": {"Strategy": "Failover", "Backends": [
+        backend("down", U("name=tts-down+status=500")),
+        backend("good", U("name=tts-good+chunks=5+gap=150"))]}})
+    Env.up.reset()
+    r = post("/v1/audio/speech", {"model": "tts", "input": "Hello there", "voice": "alloy"})
+    assert r.status == 200 and r.headers["content-type"] == ["audio/mpeg"], (r.status, r.headers)
+    piece = bytes(range(256)) * 4
+    assert r.body.count(b"\xff\xfb") == 5 and r.body.count(piece) == 5, len(r.body)
+    assert b"tts-good" in r.body
+    # relayed as it came: the first piece long before the last
+    first = next(t for t, c in r.chunks if c)
+    assert r.chunks[-1][0] - first > 0.4, [round(t - r.t_sent, 3) for t, _ in r.chunks]
+    assert len(requests_for("name=tts-down")) == 1
+    # audio is not tokens: nothing estimated from its bytes
+    log = Env.server.log()[-4000:]
+    line = [x for x in log.splitlines() if "/audio/speech model=tts" in x][-1]
+    assert "status=200" in line and "usage=estimated" not in line, line
+    assert re.search(r"attempts=\[down#0:500:\S+ good#0:200:", line), line
