@@ -6,6 +6,7 @@
 #include "endpoint.h"
 #include "health.h"
 #include "http.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
@@ -181,7 +182,9 @@ static int commit(struct request_ctx *ctx)
         buf_append_str(&h, "X-Accel-Buffering: no\r\n");
     }
     client_headers(ctx, &h);
-    buf_printf(&h, "X-LLMProxy-Request-Id: %s\r\n\r\n", ctx->rid);
+    buf_append_str(&h, "X-LLMProxy-Model: ");
+    buf_append_str(&h, ctx->model->name); /* a configured name: no CR or LF */
+    buf_printf(&h, "\r\nX-LLMProxy-Request-Id: %s\r\n\r\n", ctx->rid);
     ctx->state = RQ_RELAY;
     ctx->at = AT_PASS;
     ctx->final_status = ctx->status;
@@ -286,7 +289,7 @@ static void send_verdict(struct request_ctx *ctx)
     int status = 502;
     unsigned n = ctx->attempts;
     unsigned tried = n + ctx->n_skipped; /* attempts and cooling pairs passed over */
-    const char *name = ctx->model->name;
+    const char *name = ctx->asked != NULL ? ctx->asked->name : ctx->model->name;
     if (tried > 0 && ctx->n_rate_limited == tried) {
         status = 429;
         type = "rate_limit_error";
@@ -564,10 +567,12 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
      * stream asked for its usage; the rest goes byte for byte, in pieces */
     struct request_edit edits[2];
     size_t nedits = 0;
-    if (b->model_name != NULL) {
+    if (b->model_name != NULL || ctx->model != ctx->asked) {
+        /* the backend's name for the model, or the fallback's own */
         buf_reset(&ctx->model_json);
         buf_append_str(&ctx->model_json, "\"");
-        buf_append_json_str(&ctx->model_json, b->model_name);
+        buf_append_json_str(&ctx->model_json,
+                            b->model_name != NULL ? b->model_name : ctx->model->name);
         buf_append_str(&ctx->model_json, "\"");
         edits[nedits++] = (struct request_edit){ctx->info.model_off, ctx->info.model_len,
                                                 ctx->model_json.data, ctx->model_json.len};
@@ -635,6 +640,36 @@ static void skip_cooling(struct request_ctx *ctx, uint64_t wait_ms, enum health_
     }
 }
 
+/* Every attempt for the model failed: the next of its fallbacks that is
+ * enabled and that the client key may use takes over, within the same
+ * deadline. False when none is left. */
+static bool next_fallback(struct request_ctx *ctx)
+{
+    while (ctx->chain_next < ctx->nchain && now_us() < ctx->deadline_all && !ctx->gone) {
+        const struct config_model *f = ctx->chain[ctx->chain_next++];
+        if (route_enabled(f) == 0 || (ctx->key != NULL && !keys_model_ok(ctx->key, f->name))) {
+            continue;
+        }
+        if (log_json()) {
+            struct buf item;
+            buf_init(&item, ctx->log.cap);
+            buf_append_str(&item, "{\"fallback\":\"");
+            buf_append_json_str(&item, f->name);
+            buf_append_str(&item, "\"}");
+            proxy_log_json_item(ctx, &item);
+            buf_cleanup(&item);
+        } else {
+            buf_printf(&ctx->log, "%sfallback=%s", ctx->log.len ? " " : "", f->name);
+        }
+        ctx->model = f;
+        proxy_plan(ctx);
+        ctx->soonest_tried = 1; /* the cooling pair remembered was the last model's */
+        ctx->soonest_wait_ms = 0;
+        return true;
+    }
+    return false;
+}
+
 /* Starts the next attempt in order, or answers with the verdict. */
 void attempt_start(struct request_ctx *ctx)
 {
@@ -695,6 +730,10 @@ void attempt_start(struct request_ctx *ctx)
         if (launch(ctx, &m->backends[ctx->soonest_backend], ctx->soonest_key) == 0) {
             return;
         }
+    }
+    if (next_fallback(ctx)) {
+        attempt_start(ctx); /* at most CONFIG_MAX_CHAIN deep */
+        return;
     }
     send_verdict(ctx);
 }

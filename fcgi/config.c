@@ -152,6 +152,10 @@ static void model_cleanup(struct config_model *m)
     free(m->backends);
     free(m->wseq);
     free(m->name);
+    for (size_t i = 0; i < m->nfallbacks; i++) {
+        free(m->fallbacks[i]);
+    }
+    free(m->fallbacks);
 }
 
 void config_free(struct config *cfg)
@@ -353,6 +357,34 @@ static int parse_model(const cJSON *jm, struct config_model *m, char *err, size_
                 name);
         return -1;
     }
+    const cJSON *jf = cJSON_GetObjectItemCaseSensitive(jm, "Fallbacks");
+    if (jf != NULL && !cJSON_IsNull(jf)) {
+        int nf = cJSON_IsArray(jf) ? cJSON_GetArraySize(jf) : -1;
+        if (nf < 0 || nf > CONFIG_MAX_FALLBACKS) {
+            set_err(err, errlen, "model '%s': Fallbacks must be an array of at most %d model names",
+                    name, CONFIG_MAX_FALLBACKS);
+            return -1;
+        }
+        m->fallbacks = xcalloc((size_t)nf + 1, sizeof(*m->fallbacks));
+        const cJSON *f;
+        cJSON_ArrayForEach(f, jf)
+        {
+            if (!cJSON_IsString(f) || !config_model_name_ok(f->valuestring) ||
+                strcmp(f->valuestring, name) == 0) {
+                set_err(err, errlen, "model '%s': Fallbacks[%zu] must be the name of another model",
+                        name, m->nfallbacks);
+                return -1;
+            }
+            for (size_t i = 0; i < m->nfallbacks; i++) {
+                if (strcmp(m->fallbacks[i], f->valuestring) == 0) {
+                    set_err(err, errlen, "model '%s': Fallbacks names '%s' twice", name,
+                            f->valuestring);
+                    return -1;
+                }
+            }
+            m->fallbacks[m->nfallbacks++] = xstrdup(f->valuestring);
+        }
+    }
     const cJSON *jbs = cJSON_GetObjectItemCaseSensitive(jm, "Backends");
     int n = cJSON_IsArray(jbs) ? cJSON_GetArraySize(jbs) : 0;
     if (n < 1 || n > CONFIG_MAX_BACKENDS) {
@@ -382,6 +414,46 @@ static int parse_model(const cJSON *jm, struct config_model *m, char *err, size_
 static int cmp_model(const void *a, const void *b)
 {
     return strcmp(((const struct config_model *)a)->name, ((const struct config_model *)b)->name);
+}
+
+/* Depth-first over the fallback graph: 0 unseen, 1 on the path, 2 done. */
+static int fallback_walk(const struct config *cfg, size_t i, unsigned char *mark, char *err,
+                         size_t errlen)
+{
+    const struct config_model *m = &cfg->models[i];
+    mark[i] = 1;
+    for (size_t k = 0; k < m->nfallbacks; k++) {
+        const struct config_model *f = config_find(cfg, m->fallbacks[k]);
+        if (f == NULL) {
+            set_err(err, errlen, "model '%s': Fallbacks names '%s', which is not configured",
+                    m->name, m->fallbacks[k]);
+            return -1;
+        }
+        size_t j = (size_t)(f - cfg->models);
+        if (mark[j] == 1) {
+            set_err(err, errlen, "model '%s': Fallbacks lead back to '%s' (a cycle)", m->name,
+                    f->name);
+            return -1;
+        }
+        if (mark[j] == 0 && fallback_walk(cfg, j, mark, err, errlen) != 0) {
+            return -1;
+        }
+    }
+    mark[i] = 2;
+    return 0;
+}
+
+static int check_fallbacks(const struct config *cfg, char *err, size_t errlen)
+{
+    unsigned char *mark = xcalloc(cfg->nmodels + 1, 1);
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nmodels && rc == 0; i++) {
+        if (mark[i] == 0) {
+            rc = fallback_walk(cfg, i, mark, err, errlen);
+        }
+    }
+    free(mark);
+    return rc;
 }
 
 struct config *config_parse(const char *json, size_t len, char *err, size_t errlen)
@@ -420,6 +492,9 @@ struct config *config_parse(const char *json, size_t len, char *err, size_t errl
             set_err(err, errlen, "model '%s' is defined twice", cfg->models[i].name);
             goto fail;
         }
+    }
+    if (check_fallbacks(cfg, err, errlen) != 0) {
+        goto fail;
     }
     cJSON_Delete(root);
     free(copy);

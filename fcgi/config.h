@@ -16,6 +16,10 @@ enum config_strategy {
 /* Limits enforced by config_parse (and so by everything that writes the file). */
 #define CONFIG_MAX_MODEL_NAME 256
 #define CONFIG_MAX_BACKENDS 64
+/* Models a model may fall back to (its "Fallbacks"), and the longest chain
+ * that following theirs in turn may give. */
+#define CONFIG_MAX_FALLBACKS 8
+#define CONFIG_MAX_CHAIN 16
 #define CONFIG_MAX_KEYS 256
 #define CONFIG_MAX_WEIGHT 1000
 #define CONFIG_MAX_TIMEOUT_S 3600
@@ -47,6 +51,10 @@ struct config_model {
     enum config_strategy strategy;
     struct config_backend *backends;
     size_t nbackends;
+    /* "Fallbacks": models tried, in order, when every attempt for this one
+     * failed; each is configured, and they never lead back here (checked) */
+    char **fallbacks;
+    size_t nfallbacks;
     /* Filled by route_prepare(): the smooth weighted round robin sequence
      * over enabled backends (indexes into backends), freed by config_free. */
     uint8_t *wseq;

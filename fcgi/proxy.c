@@ -399,6 +399,33 @@ static void prepare_headers(struct request_ctx *ctx)
     ctx->hdrs[n + 1] = NULL;
 }
 
+/* The models to fall back to, depth first in the order the configuration
+ * lists them (it has no cycles; each model once). */
+static void plan_fallbacks(struct request_ctx *ctx, const struct config_model *m)
+{
+    for (size_t i = 0; i < m->nfallbacks && ctx->nchain < CONFIG_MAX_CHAIN; i++) {
+        const struct config_model *f = config_find(ctx->snap->cfg, m->fallbacks[i]);
+        bool seen = f == NULL || f == ctx->asked;
+        for (size_t j = 0; j < ctx->nchain && !seen; j++) {
+            seen = ctx->chain[j] == f;
+        }
+        if (!seen) {
+            ctx->chain[ctx->nchain++] = f;
+            plan_fallbacks(ctx, f);
+        }
+    }
+}
+
+void proxy_plan(struct request_ctx *ctx)
+{
+    uint64_t ticket = route_uses_ticket(ctx->model)
+                          ? state_next(ctx->px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL)
+                          : 0;
+    ctx->norder = route_order(ctx->model, ticket, ctx->order, ARRAY_LEN(ctx->order));
+    ctx->oi = 0;
+    ctx->key_tries = 0;
+}
+
 /* The body is in: check it, choose the order, make the first attempt. */
 static void route_request(struct request_ctx *ctx)
 {
@@ -441,10 +468,9 @@ static void route_request(struct request_ctx *ctx)
         ctx->usage_added = request_usage_edit(body, ctx->body.len, &ctx->info, &ctx->usage_edit) ==
                            REQUEST_USAGE_ADDED;
     }
-    uint64_t ticket = route_uses_ticket(ctx->model)
-                          ? state_next(px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL)
-                          : 0;
-    ctx->norder = route_order(ctx->model, ticket, ctx->order, ARRAY_LEN(ctx->order));
+    ctx->asked = ctx->model;
+    plan_fallbacks(ctx, ctx->model);
+    proxy_plan(ctx);
     ctx->deadline_all = now_us() + (int64_t)px->set->deadline_ms * 1000;
     prepare_headers(ctx);
     attempt_start(ctx);

@@ -141,6 +141,10 @@ struct request_ctx {
     int at_outcome;      /* the current attempt's policy outcome so far, -1: none yet */
     int usage_estimated; /* the answer reported no usage: it was estimated */
     int log_cut;         /* attempts left out of the JSON log line (no room) */
+    /* model fallbacks: the model asked for, and the ones to try after it */
+    const struct config_model *asked;
+    const struct config_model *chain[CONFIG_MAX_CHAIN];
+    size_t nchain, chain_next;
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;
@@ -169,6 +173,9 @@ void proxy_enter(struct request_ctx *ctx);
 void proxy_leave(struct request_ctx *ctx);
 /* One attempt's entry in the log line. */
 void proxy_log_attempt(struct request_ctx *ctx, const char *outcome);
+/* The order of ctx->model's backends, from the first (a request's model,
+ * or a fallback taking over). */
+void proxy_plan(struct request_ctx *ctx);
 void proxy_log_json_item(struct request_ctx *ctx, const struct buf *item);
 /* Writes to the client; 0, or -1 when it is gone. */
 int proxy_client_write(struct request_ctx *ctx, const char *p, size_t n, int flush);

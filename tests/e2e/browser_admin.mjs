@@ -134,6 +134,9 @@ try {
   await page.waitForSelector("#editor:not([hidden])");
   ok((await page.textContent("#model-title")) === "browser/test-model", "new model opens in the editor");
   await page.selectOption("#strategy", "RoundRobin");
+  await admin("POST", "/admin/config/browser/fb-target", { Strategy: "Failover", Backends: [
+    { Name: "t", BaseUrl: upstream, ApiKeys: [] }] });
+  await page.fill("#fallbacks", "browser/fb-target");
   for (const [i, name, weight, key] of [[0, "first", "1", "sk-browser-key-0001"], [1, "second", "3", "sk-browser-key-0002"]]) {
     await page.click("#add-backend");
     const card = `[data-backend="${i}"]`;
@@ -152,6 +155,7 @@ try {
   let r = await apiGet("/browser/test-model");
   ok(r.status === 200 && r.body.Strategy === "RoundRobin" && r.body.Backends.length === 2 &&
      r.body.Backends[1].Weight === 3, "the API has the model with two backends");
+  ok(JSON.stringify(r.body.Fallbacks) === JSON.stringify(["browser/fb-target"]), "fallback models are saved");
   ok(r.body.Backends[0].InputCostPerMTok === 2.5 && r.body.Backends[0].OutputCostPerMTok === 10 &&
      !("InputCostPerMTok" in r.body.Backends[1]), "backend prices are saved (and left out where empty)");
   ok(JSON.stringify(r.body).includes("****0002") && !JSON.stringify(r.body).includes("sk-browser-key"),
@@ -203,6 +207,7 @@ try {
   r = await apiGet("/browser/test-model");
   ok(r.status === 404, "the model is deleted");
   ok(await page.locator('#models button[data-model="browser/test-model"]').count() === 0, "and gone from the list");
+  await admin("DELETE", "/admin/config/browser/fb-target");
 
   // ---- Keys tab ----
   const kmodel = "browser/keys-model";

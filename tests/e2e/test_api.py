@@ -58,3 +58,42 @@ def speech_binary_answer_relayed_as_it_arrives():
     line = [x for x in log.splitlines() if "/audio/speech model=tts" in x][-1]
     assert "status=200" in line and "usage=estimated" not in line, line
     assert re.search(r"attempts=\[down#0:500:\S+ good#0:200:", line), line
+
+
+@test
+def model_fallbacks():
+    from test_admin import token
+    Env.routing({
+        "primary": {"Strategy": "Failover", "Fallbacks": ["second", "third"],
+                    "Backends": [backend("p1", U("name=fb-p1+status=503")), backend("p2", U("name=fb-p2+status=500"))]},
+        "second": {"Strategy": "Failover", "Fallbacks": ["third"],
+                   "Backends": [backend("s1", U("name=fb-s1+status=429+ra=30"))]},
+        "third": {"Strategy": "Failover", "Backends": [backend("t1", U("name=fb-t1"))]},
+        "clienterr": {"Strategy": "Failover", "Fallbacks": ["third"],
+                      "Backends": [backend("c1", U("name=fb-c1+status=400"))]}})
+    Env.up.reset()
+    r = fetch(Env.port(), "POST", "/v1/chat/completions",
+              {"model": "primary", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status == 200 and served_by(r) == "fb-t1", (r.status, r.body[:300])
+    assert r.headers["x-llmproxy-model"] == ["third"], r.headers
+    sent = json.loads(requests_for("name=fb-t1")[-1]["body"])
+    assert sent["model"] == "third", sent  # the fallback's own name goes upstream
+    assert [len(requests_for("name=fb-" + n)) for n in ("p1", "p2", "s1")] == [1, 1, 1]
+    line = [x for x in Env.server.log()[-5000:].splitlines() if "model=primary" in x][-1]
+    assert "fallback=second" in line and "fallback=third" in line and "status=200" in line, line
+    # a stream falls back the same way
+    r = fetch(Env.port(), "POST", "/v1/chat/completions",
+              {"model": "primary", "stream": True, "messages": []})
+    assert r.status == 200 and r.events()[-1] == "[DONE]" and r.headers["x-llmproxy-model"] == ["third"]
+    # a client error is the client's: relayed, no fallback
+    Env.up.reset()
+    r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "clienterr", "messages": []})
+    assert r.status == 400 and requests_for("name=fb-t1") == [], r.body
+    # the admin API refuses a cycle and an unknown fallback, and changes nothing
+    h = {"Authorization": "Bearer " + token()}
+    for fb, want in ((["primary"], "cycle"), (["nope"], "not configured")):
+        body = {"Strategy": "Failover", "Fallbacks": fb, "Backends": [backend("t1", U("name=fb-t1"))]}
+        r = fetch(Env.port(), "POST", "/admin/config/third", body, h)
+        assert r.status == 400 and want in r.json()["error"]["message"], (fb, r.status, r.body)
+    r = fetch(Env.port(), "GET", "/admin/config/third", None, h)
+    assert "Fallbacks" not in r.json(), r.body

@@ -132,6 +132,50 @@ int main(void)
     memset(longname, 'a', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
     ok(!config_model_name_ok(longname), "model name over 256 characters");
+    /* Fallbacks: configured models, never back to the same, no cycles */
+    {
+        const char *b = "{\"Name\":\"a\",\"BaseUrl\":\"http://x/v1\"}";
+        char j[2048];
+        snprintf(j, sizeof(j),
+                 "{\"Models\":{\"m1\":{\"Fallbacks\":[\"m2\",\"m3\"],\"Backends\":[%s]},"
+                 "\"m2\":{\"Fallbacks\":[\"m3\"],\"Backends\":[%s]},\"m3\":{\"Backends\":[%s]}}}",
+                 b, b, b);
+        struct config *fc = parse(j, err, sizeof(err));
+        const struct config_model *m1 = fc ? config_find(fc, "m1") : NULL;
+        ok(m1 && m1->nfallbacks == 2 && strcmp(m1->fallbacks[1], "m3") == 0,
+           "Fallbacks parsed in order: %s", fc ? "" : err);
+        config_free(fc);
+        const char *bad[][2] = {
+            {"{\"Models\":{\"m1\":{\"Fallbacks\":[\"nope\"],\"Backends\":[B]}}}", "not configured"},
+            {"{\"Models\":{\"m1\":{\"Fallbacks\":[\"m1\"],\"Backends\":[B]}}}", "another model"},
+            {"{\"Models\":{\"m1\":{\"Fallbacks\":\"m2\",\"Backends\":[B]},\"m2\":{\"Backends\":[B]}"
+             "}}",
+             "must be an array"},
+            {"{\"Models\":{\"m1\":{\"Fallbacks\":[\"m2\",\"m2\"],\"Backends\":[B]},"
+             "\"m2\":{\"Backends\":[B]}}}",
+             "twice"},
+            {"{\"Models\":{\"m1\":{\"Fallbacks\":[\"m2\"],\"Backends\":[B]},"
+             "\"m2\":{\"Fallbacks\":[\"m3\"],\"Backends\":[B]},"
+             "\"m3\":{\"Fallbacks\":[\"m1\"],\"Backends\":[B]}}}",
+             "cycle"},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+            char doc[2048], *o = doc;
+            for (const char *p = bad[i][0]; *p && o < doc + sizeof(doc) - 64; p++) {
+                if (*p == 'B' && p[1] == ']') {
+                    o += snprintf(o, 64, "%s", b);
+                } else {
+                    *o++ = *p;
+                }
+            }
+            *o = '\0';
+            err[0] = '\0';
+            fc = parse(doc, err, sizeof(err));
+            ok(fc == NULL && strstr(err, bad[i][1]) != NULL, "Fallbacks refused: %s (%s)",
+               bad[i][1], err);
+            config_free(fc);
+        }
+    }
     config_free(NULL);
     ok(1, "config_free(NULL) is a no-op");
     return tap_done();
