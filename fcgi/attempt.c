@@ -661,7 +661,9 @@ static bool next_fallback(struct request_ctx *ctx)
         } else {
             buf_printf(&ctx->log, "%sfallback=%s", ctx->log.len ? " " : "", f->name);
         }
+        drop_trial(ctx); /* a trial lease is the last model's circuit's */
         ctx->model = f;
+        ctx->attempts_base = ctx->attempts; /* each model has its own attempts */
         proxy_plan(ctx);
         ctx->soonest_tried = 1; /* the cooling pair remembered was the last model's */
         ctx->soonest_wait_ms = 0;
@@ -677,7 +679,7 @@ void attempt_start(struct request_ctx *ctx)
     const struct config_model *m = ctx->model;
     uint64_t now_ms = health_now_ms();
     ctx->state = RQ_ATTEMPT;
-    while (ctx->oi < ctx->norder && ctx->attempts < px->set->max_attempts &&
+    while (ctx->oi < ctx->norder && ctx->attempts - ctx->attempts_base < px->set->max_attempts &&
            now_us() < ctx->deadline_all) {
         const struct config_backend *b = &m->backends[ctx->order[ctx->oi]];
         size_t nkeys = b->nkeys ? b->nkeys : 1;

@@ -340,7 +340,9 @@ void client_account(struct request_ctx *ctx, int status)
         snprintf(r.key_id, sizeof(r.key_id), "%s", k->id);
         snprintf(r.key_name, sizeof(r.key_name), "%s", k->name);
     }
-    snprintf(r.model, sizeof(r.model), "%s", ctx->info.model);
+    /* the model that answered, so that model and backend go together */
+    snprintf(r.model, sizeof(r.model), "%s",
+             ctx->model != NULL ? ctx->model->name : ctx->info.model);
     if (b != NULL) {
         snprintf(r.backend, sizeof(r.backend), "%s", b->name);
     }

@@ -417,10 +417,16 @@ static int cmp_model(const void *a, const void *b)
 }
 
 /* Depth-first over the fallback graph: 0 unseen, 1 on the path, 2 done. */
-static int fallback_walk(const struct config *cfg, size_t i, unsigned char *mark, char *err,
-                         size_t errlen)
+static int fallback_walk(const struct config *cfg, size_t i, unsigned char *mark, unsigned depth,
+                         char *err, size_t errlen)
 {
     const struct config_model *m = &cfg->models[i];
+    if (depth > CONFIG_MAX_CHAIN) {
+        /* also bounds this recursion, whatever the number of models */
+        set_err(err, errlen, "model '%s': a chain of Fallbacks longer than %d models", m->name,
+                CONFIG_MAX_CHAIN);
+        return -1;
+    }
     mark[i] = 1;
     for (size_t k = 0; k < m->nfallbacks; k++) {
         const struct config_model *f = config_find(cfg, m->fallbacks[k]);
@@ -435,7 +441,7 @@ static int fallback_walk(const struct config *cfg, size_t i, unsigned char *mark
                     f->name);
             return -1;
         }
-        if (mark[j] == 0 && fallback_walk(cfg, j, mark, err, errlen) != 0) {
+        if (mark[j] == 0 && fallback_walk(cfg, j, mark, depth + 1, err, errlen) != 0) {
             return -1;
         }
     }
@@ -449,7 +455,7 @@ static int check_fallbacks(const struct config *cfg, char *err, size_t errlen)
     int rc = 0;
     for (size_t i = 0; i < cfg->nmodels && rc == 0; i++) {
         if (mark[i] == 0) {
-            rc = fallback_walk(cfg, i, mark, err, errlen);
+            rc = fallback_walk(cfg, i, mark, 0, err, errlen);
         }
     }
     free(mark);

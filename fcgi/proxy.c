@@ -150,7 +150,11 @@ static void do_finish(struct request_ctx *ctx)
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
     client_account(ctx, status);
     struct state *st = px->sh->st;
-    const char *model = ctx->model != NULL ? ctx->model->name : "";
+    /* requests and their times under the model asked for (a fallback's
+     * tokens and cost go to the model and backend that answered) */
+    const char *model = ctx->asked != NULL   ? ctx->asked->name
+                        : ctx->model != NULL ? ctx->model->name
+                                             : "";
     if (strncmp(ctx->path, "/v1/", 4) == 0) { /* not /health */
         metrics_request(st, model, status);
     }
@@ -161,8 +165,8 @@ static void do_finish(struct request_ctx *ctx)
             metrics_observe(st, METRICS_TTFB, model, (uint64_t)ctx->ttfb_us);
         }
         if (ctx->answered && ctx->backend != NULL) {
-            metrics_recent_answer(st, model, ctx->backend->name, total, (uint64_t)ctx->ttfb_us,
-                                  health_now_ms());
+            metrics_recent_answer(st, ctx->model->name, ctx->backend->name, total,
+                                  (uint64_t)ctx->ttfb_us, health_now_ms());
         }
     }
     metrics_active(st, -1);

@@ -145,6 +145,7 @@ struct request_ctx {
     const struct config_model *asked;
     const struct config_model *chain[CONFIG_MAX_CHAIN];
     size_t nchain, chain_next;
+    unsigned attempts_base; /* attempts made before the current model took over */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;

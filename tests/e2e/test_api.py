@@ -70,7 +70,11 @@ def model_fallbacks():
                    "Backends": [backend("s1", U("name=fb-s1+status=429+ra=30"))]},
         "third": {"Strategy": "Failover", "Backends": [backend("t1", U("name=fb-t1"))]},
         "clienterr": {"Strategy": "Failover", "Fallbacks": ["third"],
-                      "Backends": [backend("c1", U("name=fb-c1+status=400"))]}})
+                      "Backends": [backend("c1", U("name=fb-c1+status=400"))]},
+        # more keys than LLMPROXY_MAX_ATTEMPTS, every one rate limited
+        "manykeys": {"Strategy": "Failover", "Fallbacks": ["third"],
+                     "Backends": [backend("mk", U("name=fb-mk+status=429+ra=30"),
+                                          keys=["mk-%02d" % i for i in range(20)])]}})
     Env.up.reset()
     r = fetch(Env.port(), "POST", "/v1/chat/completions",
               {"model": "primary", "messages": [{"role": "user", "content": "hi"}]})
@@ -85,6 +89,9 @@ def model_fallbacks():
     r = fetch(Env.port(), "POST", "/v1/chat/completions",
               {"model": "primary", "stream": True, "messages": []})
     assert r.status == 200 and r.events()[-1] == "[DONE]" and r.headers["x-llmproxy-model"] == ["third"]
+    # a fallback has attempts of its own, after a model used up LLMPROXY_MAX_ATTEMPTS
+    r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "manykeys", "messages": []})
+    assert r.status == 200 and r.headers["x-llmproxy-model"] == ["third"], (r.status, r.body[:300])
     # a client error is the client's: relayed, no fallback
     Env.up.reset()
     r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "clienterr", "messages": []})

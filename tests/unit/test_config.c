@@ -1,6 +1,7 @@
 /* test_config.c - unit tests of config.c: parsing, validation, lookup */
 /* SPDX-License-Identifier: MIT */
 #include "../../fcgi/config.c"
+#include "buf.h"
 #include "tap.h"
 
 #include <stdio.h>
@@ -159,6 +160,23 @@ int main(void)
              "\"m3\":{\"Fallbacks\":[\"m1\"],\"Backends\":[B]}}}",
              "cycle"},
         };
+        /* a chain longer than CONFIG_MAX_CHAIN is refused (and bounds the walk) */
+        struct buf lj;
+        buf_init(&lj, 1 << 20);
+        buf_append_str(&lj, "{\"Models\":{");
+        for (int k = 0; k <= CONFIG_MAX_CHAIN + 1; k++) {
+            buf_printf(&lj, "%s\"c%d\":{", k ? "," : "", k);
+            if (k <= CONFIG_MAX_CHAIN) {
+                buf_printf(&lj, "\"Fallbacks\":[\"c%d\"],", k + 1);
+            }
+            buf_printf(&lj, "\"Backends\":[%s]}", b);
+        }
+        buf_append(&lj, "}}", 3);
+        fc = parse(lj.data, err, sizeof(err));
+        ok(fc == NULL && strstr(err, "chain of Fallbacks longer") != NULL, "a chain too long: %s",
+           err);
+        config_free(fc);
+        buf_cleanup(&lj);
         for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
             char doc[2048], *o = doc;
             for (const char *p = bad[i][0]; *p && o < doc + sizeof(doc) - 64; p++) {
