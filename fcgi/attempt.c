@@ -289,7 +289,14 @@ static void send_verdict(struct request_ctx *ctx)
     int status = 502;
     unsigned n = ctx->attempts;
     unsigned tried = n + ctx->n_skipped; /* attempts and cooling pairs passed over */
-    const char *name = ctx->asked != NULL ? ctx->asked->name : ctx->model->name;
+    char name[CONFIG_MAX_MODEL_NAME + 64];
+    const struct config_model *asked = ctx->asked != NULL ? ctx->asked : ctx->model;
+    if (ctx->chain_next > 0) {
+        snprintf(name, sizeof(name), "'%s' or its %zu fallback%s", asked->name, ctx->chain_next,
+                 ctx->chain_next == 1 ? "" : "s");
+    } else {
+        snprintf(name, sizeof(name), "'%s'", asked->name);
+    }
     if (tried > 0 && ctx->n_rate_limited == tried) {
         status = 429;
         type = "rate_limit_error";
@@ -297,22 +304,20 @@ static void send_verdict(struct request_ctx *ctx)
         long ra = ctx->min_retry_after > 0 ? ctx->min_retry_after : 1;
         snprintf(extra, sizeof(extra), "Retry-After: %ld\r\n", ra);
         snprintf(msg, sizeof(msg),
-                 "Every backend for model '%s' is rate limited (%u attempts). Retry after %ld "
+                 "Every backend for model %s is rate limited (%u attempts). Retry after %ld "
                  "seconds.",
                  name, n, ra);
     } else if (now_us() >= ctx->deadline_all) {
         status = 504;
         code = "upstream_timeout";
-        snprintf(msg, sizeof(msg),
-                 "No backend for model '%s' answered within %ld ms (%u attempts).", name,
-                 ctx->px->set->deadline_ms, n);
+        snprintf(msg, sizeof(msg), "No backend for model %s answered within %ld ms (%u attempts).",
+                 name, ctx->px->set->deadline_ms, n);
     } else if (n > 0 && ctx->n_timeout == n && ctx->n_skipped == 0) {
         status = 504;
         code = "upstream_timeout";
-        snprintf(msg, sizeof(msg), "Every backend for model '%s' timed out (%u attempts).", name,
-                 n);
+        snprintf(msg, sizeof(msg), "Every backend for model %s timed out (%u attempts).", name, n);
     } else {
-        snprintf(msg, sizeof(msg), "Every backend for model '%s' failed (%u attempts, %u cooling).",
+        snprintf(msg, sizeof(msg), "Every backend for model %s failed (%u attempts, %u cooling).",
                  name, n, ctx->n_skipped);
     }
     proxy_answer_error(ctx, status, msg, type, NULL, code, extra);

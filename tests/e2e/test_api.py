@@ -71,6 +71,9 @@ def model_fallbacks():
         "third": {"Strategy": "Failover", "Backends": [backend("t1", U("name=fb-t1"))]},
         "clienterr": {"Strategy": "Failover", "Fallbacks": ["third"],
                       "Backends": [backend("c1", U("name=fb-c1+status=400"))]},
+        "dead1": {"Strategy": "Failover", "Fallbacks": ["dead2"],
+                  "Backends": [backend("d1", U("name=fb-d1+status=503"))]},
+        "dead2": {"Strategy": "Failover", "Backends": [backend("d2", U("name=fb-d2+status=502"))]},
         # more keys than LLMPROXY_MAX_ATTEMPTS, every one rate limited
         "manykeys": {"Strategy": "Failover", "Fallbacks": ["third"],
                      "Backends": [backend("mk", U("name=fb-mk+status=429+ra=30"),
@@ -92,6 +95,9 @@ def model_fallbacks():
     # a fallback has attempts of its own, after a model used up LLMPROXY_MAX_ATTEMPTS
     r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "manykeys", "messages": []})
     assert r.status == 200 and r.headers["x-llmproxy-model"] == ["third"], (r.status, r.body[:300])
+    # when the fallbacks fail too, the verdict says so
+    r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "dead1", "messages": []})
+    assert r.status == 502 and "'dead1' or its 1 fallback failed" in r.json()["error"]["message"], r.body
     # a client error is the client's: relayed, no fallback
     Env.up.reset()
     r = fetch(Env.port(), "POST", "/v1/chat/completions", {"model": "clienterr", "messages": []})

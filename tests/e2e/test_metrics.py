@@ -58,6 +58,8 @@ def metrics_counts_requests_attempts_tokens_and_histograms():
     r = fetch(Env.port(), "GET", "/metrics", None, {})
     assert r.status == 401 and "www-authenticate" in r.headers, (r.status, r.headers)
     assert fetch(Env.port(), "POST", "/metrics", "", {"Authorization": "Bearer " + token()}).status == 405
+    r = fetch(Env.port(), "HEAD", "/metrics", None, {"Authorization": "Bearer " + token()})
+    assert r.status == 200 and r.body == b"" and r.headers["content-type"][0].startswith("text/plain"), r
     before = samples(scrape())
     # 8 requests at once over both processes, one stream, one unknown model
     got = run_parallel(8, lambda i: chat(Env.port(), "mx", stream=(i == 0)))
