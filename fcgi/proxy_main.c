@@ -106,10 +106,15 @@ static size_t config_names(void)
     size_t n = 16 + 5 * clients;
     for (size_t i = 0; s->cfg != NULL && i < s->cfg->nmodels; i++) {
         const struct config_model *m = &s->cfg->models[i];
+        /* usage per client key: only the keys that may use this model */
+        size_t users = 0;
+        for (size_t k = 0; k < clients; k++) {
+            users += keys_model_ok(&s->keys->keys[k], m->name);
+        }
         n += 1 + 12 + 8;
         for (size_t j = 0; j < m->nbackends; j++) {
             /* + the status page's rings: 60 minutes, 6 x 2 distributions */
-            n += 2 + m->backends[j].nkeys + 6 + clients + 1 + 60 + 36;
+            n += 2 + m->backends[j].nkeys + 6 + users + 1 + 60 + 36;
         }
     }
     snapshot_release(s);
