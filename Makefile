@@ -15,7 +15,7 @@ ADMIN_LIBS := -lcjson -lsqlite3 -lpthread -lm
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
            utctime keys meter limit metrics \
            endpoint
-PROXY   := buf log config route state request sse http snapshot health fcgi policy endpoint metrics \
+PROXY   := buf log config route state request sse http snapshot store health fcgi policy endpoint metrics \
            loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
            utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics
@@ -132,7 +132,7 @@ build/bench/metrics_cost: tests/bench/metrics_cost.c fcgi/metrics.c fcgi/state.c
 build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -Ifcgi -Itests/unit tests/unit/test_snapshot.c fcgi/buf.c fcgi/log.c \
-		fcgi/config.c fcgi/route.c fcgi/state.c fcgi/keys.c fcgi/sha256.c fcgi/utctime.c -o $@ \
+		fcgi/config.c fcgi/route.c fcgi/state.c fcgi/keys.c fcgi/sha256.c fcgi/utctime.c fcgi/store.c -o $@ \
 		-lcjson -lpthread -lm
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz_<name>.c over the pure modules

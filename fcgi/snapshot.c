@@ -7,6 +7,7 @@
 #include "log.h"
 #include "route.h"
 #include "state.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Largest routing or keys file accepted. */
-#define SNAPSHOT_MAX_FILE (16 * 1024 * 1024)
+/* Largest routing or keys file accepted: as the admin program writes. */
+#define SNAPSHOT_MAX_FILE STORE_MAX_FILE
 
 struct file_id {
     dev_t dev;
@@ -36,29 +37,15 @@ struct source {
     struct file_id seen; /* identity of the version last tried, good or bad */
     char *good;
     size_t good_len;
-    int (*check)(const char *text, size_t len, char *err, size_t n);
+    const struct store_kind *kind; /* its check: the admin program's own */
     bool keep_when_absent; /* a deleted routing file keeps the config; no keys file: keyless */
     bool unusable;         /* the last try found a file that could not be used */
     int failing;           /* the errno of an open or read failure, logged once */
 };
 
-static int check_routing(const char *text, size_t len, char *err, size_t n)
-{
-    struct config *cfg = config_parse(text, len, err, n);
-    config_free(cfg);
-    return cfg != NULL ? 0 : -1;
-}
-
-static int check_keys(const char *text, size_t len, char *err, size_t n)
-{
-    struct keyring *r = keys_parse(text, len, err, n);
-    keys_free(r);
-    return r != NULL ? 0 : -1;
-}
-
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct source routing = {"routing file", NULL, {0}, NULL, 0, check_routing, true, false, 0};
-static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, check_keys, false, false, 0};
+static struct source routing = {"routing file", NULL, {0}, NULL, 0, &store_routing, true, false, 0};
+static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, &store_keys, false, false, 0};
 static struct snapshot *current;
 static struct state *shared;
 static uint64_t seen_generation;
@@ -142,7 +129,7 @@ static void reread(struct source *src)
     }
     src->failing = 0;
     char err[512];
-    if (src->check(file.data != NULL ? file.data : "", file.len, err, sizeof(err)) != 0) {
+    if (src->kind->check(file.data != NULL ? file.data : "", file.len, err, sizeof(err)) != 0) {
         LOG_ERROR("%s %s is invalid, keeping the previous one: %s", src->what, src->path, err);
         src->unusable = true;
         buf_cleanup(&file);
