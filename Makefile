@@ -14,13 +14,15 @@ ADMIN_LIBS := -lcjson -lsqlite3 -lpthread -lm
 # the pure modules (no sockets, no libcurl): unit tests link them all
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
            utctime keys meter limit metrics \
-           endpoint
+           endpoint multipart affinity
 PROXY   := buf log config route state request sse http snapshot store health fcgi policy endpoint metrics \
-           loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client
+           loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client \
+           affinity \
+           multipart
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
            utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log utctime keys meter limit metrics usage
+           log utctime keys meter limit metrics usage multipart affinity
 
 REL_DIR := build/release
 SAN_DIR := build/asan
@@ -136,13 +138,13 @@ build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)
 		-lcjson -lpthread -lm
 
 # libFuzzer harnesses (clang): tests/fuzz/fuzz_<name>.c over the pure modules
-FUZZERS   := request config retry_after sse fcgi
+FUZZERS   := request config retry_after sse fcgi multipart
 FUZZ_BINS := $(FUZZERS:%=build/fuzz/fuzz_%)
 FUZZ_CC   ?= clang
 FUZZ_SECONDS ?= 600
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Ifcgi
 FUZZ_SRCS := fcgi/buf.c fcgi/log.c fcgi/config.c fcgi/route.c fcgi/request.c fcgi/sse.c fcgi/http.c \
-             fcgi/fcgi.c fcgi/utctime.c
+             fcgi/fcgi.c fcgi/utctime.c fcgi/multipart.c
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS)
 	@mkdir -p build/fuzz

@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "proxy_int.h"
+#include "affinity.h"
 #include "conn.h"
 #include "endpoint.h"
 #include "health.h"
@@ -192,21 +193,47 @@ static int commit(struct request_ctx *ctx)
     ctx->ttfb_us = now_us() - ctx->t0;
     /* what the answer used: read from it as it passes */
     meter_cleanup(&ctx->meter);
-    /* (a binary answer, audio, carries no usage: it is not read at all) */
-    ctx->metering = ctx->ep->answer != EP_ANSWER_BINARY;
-    meter_init(&ctx->meter, ctx->event_stream ? METER_CHAT_SSE : METER_JSON,
-               ctx->event_stream && ctx->attempt_strip, METER_CAP);
+    /* (a binary answer, audio, carries no usage: it is not read at all; nor
+     * is a response fetched again, whose usage was counted when it was made) */
+    ctx->metering = ctx->ep->answer != EP_ANSWER_BINARY && ctx->ep->kind != EP_AFFINITY;
+    enum meter_format fmt = !ctx->event_stream                       ? METER_JSON
+                            : ctx->ep->stream == EP_STREAM_RESPONSES ? METER_RESPONSES_SSE
+                            : ctx->ep->stream == EP_STREAM_ANTHROPIC ? METER_ANTHROPIC_SSE
+                                                                     : METER_CHAT_SSE;
+    meter_init(&ctx->meter, fmt, ctx->event_stream && ctx->attempt_strip, METER_CAP);
+    /* a response made here: its id is recorded, for its follow-ups */
+    ctx->meter.want_id = ctx->ep->kind == EP_ROUTED && ctx->ep->stream == EP_STREAM_RESPONSES &&
+                         ctx->status >= 200 && ctx->status < 300;
     int rc = ctx->gone || ctx->conn == NULL ? -1 : conn_write(ctx->conn, h.data, h.len, false);
     buf_cleanup(&h);
     return rc;
+}
+
+/* The id of a response made through this answer, once the meter saw it:
+ * which backend and key made it, for its follow-ups. */
+static void remember_response(struct request_ctx *ctx)
+{
+    if (ctx->response_saved || ctx->meter.id[0] == '\0' || ctx->px->sh->aff == NULL) {
+        return;
+    }
+    const struct config_backend *b = ctx->backend;
+    struct affinity_entry e = {
+        .model = affinity_hash(ctx->model->name, NULL),
+        .backend = affinity_hash(b->base_url, NULL),
+        .key = affinity_hash(b->nkeys > 0 ? b->keys[ctx->key_index] : "", NULL),
+        .owner = ctx->key != NULL ? affinity_hash(ctx->key->id, NULL) : 0,
+        .created_ms = affinity_now_ms(),
+    };
+    affinity_put(ctx->px->sh->aff, ctx->meter.id, &e);
+    ctx->response_saved = 1;
 }
 
 /* Bytes of the committed answer to the client, through the meter (which,
  * for a stream, passes whole events and drops a usage chunk we added). */
 static int relay(struct request_ctx *ctx, const char *p, size_t n)
 {
-    if (ctx->meter.fmt != METER_CHAT_SSE) {
-        if (ctx->metering) {
+    if (!meter_is_stream(ctx->meter.fmt)) {
+        if (ctx->metering || ctx->meter.want_id) {
             meter_body(&ctx->meter, p, n);
         }
         return proxy_client_write(ctx, p, n, 1);
@@ -214,19 +241,24 @@ static int relay(struct request_ctx *ctx, const char *p, size_t n)
     struct buf *out = &ctx->relay_buf; /* kept: no allocation per chunk */
     buf_reset(out);
     meter_stream(&ctx->meter, p, n, out);
+    if (ctx->meter.want_id) {
+        remember_response(ctx); /* before the client can ask for it */
+    }
     return out->len > 0 ? proxy_client_write(ctx, out->data, out->len, 1) : 0;
 }
 
 /* The end of a committed answer: what the meter still holds goes on. */
 static void relay_end(struct request_ctx *ctx)
 {
-    if (ctx->meter.fmt != METER_CHAT_SSE) {
+    if (!meter_is_stream(ctx->meter.fmt)) {
         meter_body_end(&ctx->meter);
+        remember_response(ctx);
         return;
     }
     struct buf *out = &ctx->relay_buf;
     buf_reset(out);
     meter_stream_end(&ctx->meter, out);
+    remember_response(ctx);
     if (out->len > 0) {
         proxy_client_write(ctx, out->data, out->len, 1);
     }
@@ -267,12 +299,23 @@ static void end_with_error(struct request_ctx *ctx, enum policy_outcome o)
     } else {
         snprintf(msg, sizeof(msg), "The upstream stream was interrupted (%s).", r->name);
     }
+    const char *code = o == PO_SHUTDOWN ? "server_shutting_down" : "stream_interrupted";
     switch (ctx->ep->stream) {
     case EP_STREAM_CHAT_SSE:
     case EP_STREAM_NONE:
         buf_append_str(&b, "data: ");
-        reply_error_object(&b, msg, "upstream_error", NULL,
-                           o == PO_SHUTDOWN ? "server_shutting_down" : "stream_interrupted");
+        reply_error_object(&b, msg, "upstream_error", NULL, code);
+        buf_append_str(&b, "\n\n");
+        break;
+    case EP_STREAM_RESPONSES:
+        buf_printf(&b, "event: error\ndata: {\"type\":\"error\",\"code\":\"%s\",\"message\":\"",
+                   code);
+        buf_append_json_str(&b, msg);
+        buf_append_str(&b, "\",\"param\":null}\n\n");
+        break;
+    case EP_STREAM_ANTHROPIC:
+        buf_append_str(&b, "event: error\ndata: ");
+        reply_anthropic_error_object(&b, o == PO_SHUTDOWN ? "overloaded_error" : "api_error", msg);
         buf_append_str(&b, "\n\n");
         break;
     }
@@ -390,6 +433,10 @@ static int on_headers_done(void *ud, int status)
     }
     ctx->status = status;
     enum policy_outcome o = policy_status(status);
+    if (o == PO_ANSWER && ctx->pinned && strcmp(ctx->method, "DELETE") == 0 &&
+        ctx->response_id[0] != '\0' && ctx->px->sh->aff != NULL) {
+        affinity_forget(ctx->px->sh->aff, ctx->response_id); /* deleted there: gone here too */
+    }
     if (o == PO_ANSWER) {
         /* an HTML page is a captive portal or a proxy's error, not an answer */
         ctx->at = ctx->html ? AT_DISCARD : AT_HOLD;
@@ -399,8 +446,10 @@ static int on_headers_done(void *ud, int status)
         }
         return 0;
     }
-    if (policy_rule(o)->action == PA_RELAY) {
-        /* the client's own mistake: relay it, as it is; the backend is fine */
+    if (policy_rule(o)->action == PA_RELAY || (ctx->pinned && o != PO_ANSWER)) {
+        /* the client's own mistake: relay it, as it is; the backend is fine.
+         * (A response's follow-up has nowhere else to go: its backend's
+         * answer, whatever it is, says more than a verdict would.) */
         apply_health(ctx, o);
         ctx->in_cb++;
         int rc = commit(ctx);
@@ -524,6 +573,9 @@ static void on_done(void *ud, enum upstream_result r)
         attempt_failed(ctx, PO_EMPTY, "empty_body");
     } else if (ctx->at == AT_HOLD && sse_is_error_payload(ctx->hold.data, ctx->hold.len)) {
         attempt_failed(ctx, PO_ERROR_EVENT, NULL);
+    } else if (ctx->at == AT_HOLD && ctx->event_stream && ctx->peek.responses) {
+        /* a Responses stream that ended after response.created: nothing came */
+        attempt_failed(ctx, PO_EMPTY, "no_output");
     } else if (ctx->at == AT_HOLD) {
         /* a stream that ended before a blank line: relay what came */
         char o[16];
@@ -553,6 +605,7 @@ static void reset_attempt(struct request_ctx *ctx)
     buf_cleanup(&ctx->hold);
     sse_peek_cleanup(&ctx->peek);
     sse_peek_init(&ctx->peek);
+    ctx->peek.responses = ctx->ep->stream == EP_STREAM_RESPONSES;
     ctx->discarded = 0;
     ctx->retry_after = -1;
 }
@@ -566,7 +619,8 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     ctx->attempts++;
     ctx->at_outcome = -1;
     reset_attempt(ctx);
-    struct upstream_request rq = {.connect_timeout_ms = px->set->connect_timeout_ms};
+    struct upstream_request rq = {.connect_timeout_ms = px->set->connect_timeout_ms,
+                                  .method = ctx->method};
     const char *body = ctx->body.data != NULL ? ctx->body.data : "";
     /* the only changes to a body: the model's value for this backend, and a
      * stream asked for its usage; the rest goes byte for byte, in pieces */
@@ -574,11 +628,15 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     size_t nedits = 0;
     if (b->model_name != NULL || ctx->model != ctx->asked) {
         /* the backend's name for the model, or the fallback's own */
+        const char *name = b->model_name != NULL ? b->model_name : ctx->model->name;
         buf_reset(&ctx->model_json);
-        buf_append_str(&ctx->model_json, "\"");
-        buf_append_json_str(&ctx->model_json,
-                            b->model_name != NULL ? b->model_name : ctx->model->name);
-        buf_append_str(&ctx->model_json, "\"");
+        if (ctx->ep->body == EP_BODY_MULTIPART) {
+            buf_append_str(&ctx->model_json, name); /* a form field's bytes */
+        } else {
+            buf_append_str(&ctx->model_json, "\"");
+            buf_append_json_str(&ctx->model_json, name);
+            buf_append_str(&ctx->model_json, "\"");
+        }
         edits[nedits++] = (struct request_edit){ctx->info.model_off, ctx->info.model_len,
                                                 ctx->model_json.data, ctx->model_json.len};
     }
@@ -600,14 +658,20 @@ static int launch(struct request_ctx *ctx, const struct config_backend *b, size_
     rq.body[rq.npieces++] = (struct upstream_piece){body + at, ctx->body.len - at};
     buf_reset(&ctx->url);
     buf_append_str(&ctx->url, b->base_url);
-    buf_append_str(&ctx->url, ctx->ep->upstream_path);
+    /* a path of ids (/v1/responses/{id}/...) goes on without its /v1 */
+    buf_append_str(&ctx->url,
+                   ctx->ep->upstream_path != NULL ? ctx->ep->upstream_path : ctx->path + 3);
     const char *query = ctx->conn != NULL ? conn_param(ctx->conn, "QUERY_STRING") : NULL;
     if (query != NULL && *query != '\0' && strpbrk(query, "\r\n ") == NULL) {
         buf_printf(&ctx->url, "?%s", query);
     }
     if (b->nkeys > 0) {
         buf_reset(&ctx->auth);
-        buf_printf(&ctx->auth, "Authorization: Bearer %s", b->keys[k]);
+        if (b->api == CONFIG_API_ANTHROPIC) {
+            buf_printf(&ctx->auth, "x-api-key: %s", b->keys[k]);
+        } else {
+            buf_printf(&ctx->auth, "Authorization: Bearer %s", b->keys[k]);
+        }
         ctx->hdrs[0] = ctx->auth.data;
     } else {
         ctx->hdrs[0] = "Authorization:"; /* curl: send none */
@@ -652,7 +716,8 @@ static bool next_fallback(struct request_ctx *ctx)
 {
     while (ctx->chain_next < ctx->nchain && now_us() < ctx->deadline_all && !ctx->gone) {
         const struct config_model *f = ctx->chain[ctx->chain_next++];
-        if (route_enabled(f) == 0 || (ctx->key != NULL && !keys_model_ok(ctx->key, f->name))) {
+        if (route_enabled_api(f, ctx->ep->api) == 0 ||
+            (ctx->key != NULL && !keys_model_ok(ctx->key, f->name))) {
             continue;
         }
         if (log_json()) {
@@ -684,6 +749,15 @@ void attempt_start(struct request_ctx *ctx)
     const struct config_model *m = ctx->model;
     uint64_t now_ms = health_now_ms();
     ctx->state = RQ_ATTEMPT;
+    if (ctx->pinned) {
+        /* a response's follow-up: its backend and key or nothing, cooling or not */
+        if (ctx->attempts == 0 && now_us() < ctx->deadline_all &&
+            launch(ctx, &m->backends[ctx->pin_backend], ctx->pin_key) == 0) {
+            return;
+        }
+        send_verdict(ctx);
+        return;
+    }
     while (ctx->oi < ctx->norder && ctx->attempts - ctx->attempts_base < px->set->max_attempts &&
            now_us() < ctx->deadline_all) {
         const struct config_backend *b = &m->backends[ctx->order[ctx->oi]];

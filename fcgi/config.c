@@ -37,6 +37,11 @@ const char *config_strategy_name(enum config_strategy s)
     return "Failover";
 }
 
+const char *config_api_name(enum config_api a)
+{
+    return a == CONFIG_API_ANTHROPIC ? "anthropic" : "openai";
+}
+
 bool config_model_name_ok(const char *name)
 {
     size_t n = strlen(name);
@@ -320,6 +325,15 @@ static int parse_backend(const cJSON *jb, struct config_backend *b, const char *
         return -1;
     }
     b->stream_usage = su == NULL || cJSON_IsNull(su) || cJSON_IsTrue(su);
+    const char *api = get_string(jb, "Api", &bad);
+    if (bad ||
+        (api != NULL && strcasecmp(api, "openai") != 0 && strcasecmp(api, "anthropic") != 0)) {
+        set_err(err, errlen, "model '%s': backend '%s': Api must be \"openai\" or \"anthropic\"",
+                model, name);
+        return -1;
+    }
+    b->api =
+        api != NULL && strcasecmp(api, "anthropic") == 0 ? CONFIG_API_ANTHROPIC : CONFIG_API_OPENAI;
     return 0;
 }
 

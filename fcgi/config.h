@@ -13,6 +13,12 @@ enum config_strategy {
     CONFIG_WEIGHTED = 2,
 };
 
+/* The API a backend speaks ("Api"): which client endpoints it serves. */
+enum config_api {
+    CONFIG_API_OPENAI = 0,    /* "openai" (the default): every endpoint but /v1/messages */
+    CONFIG_API_ANTHROPIC = 1, /* "anthropic": /v1/messages and /v1/messages/count_tokens */
+};
+
 /* Limits enforced by config_parse (and so by everything that writes the file). */
 #define CONFIG_MAX_MODEL_NAME 256
 #define CONFIG_MAX_BACKENDS 64
@@ -40,6 +46,7 @@ struct config_backend {
      * CachedInputCostPerMTok); < 0: not set */
     double input_cost, output_cost, cached_cost;
     bool stream_usage; /* StreamUsage (default true): ask streams for their usage */
+    enum config_api api;
 };
 
 /* The cost of an answer in micro-USD from the backend's prices. */
@@ -80,6 +87,7 @@ const struct config_model *config_find(const struct config *cfg, const char *nam
 bool config_model_name_ok(const char *name);
 
 const char *config_strategy_name(enum config_strategy s);
+const char *config_api_name(enum config_api a);
 
 /* Masked form of an API key, as the admin API shows it: CONFIG_MASK_PREFIX
  * and, for keys of at least CONFIG_MASK_MIN_LEN characters, their last 4.

@@ -72,9 +72,14 @@ const char *http_upstream_header(const char *cgi_name)
         const char *cgi;
         const char *name;
     } map[] = {
-        {"HTTP_ACCEPT", "Accept"},           {"HTTP_USER_AGENT", "User-Agent"},
-        {"HTTP_OPENAI_BETA", "OpenAI-Beta"}, {"HTTP_HTTP_REFERER", "HTTP-Referer"},
-        {"HTTP_X_TITLE", "X-Title"},         {"HTTP_X_STAINLESS_LANG", "X-Stainless-Lang"},
+        {"HTTP_ACCEPT", "Accept"},
+        {"HTTP_USER_AGENT", "User-Agent"},
+        {"HTTP_OPENAI_BETA", "OpenAI-Beta"},
+        {"HTTP_HTTP_REFERER", "HTTP-Referer"},
+        {"HTTP_X_TITLE", "X-Title"},
+        {"HTTP_X_STAINLESS_LANG", "X-Stainless-Lang"},
+        {"HTTP_ANTHROPIC_VERSION", "anthropic-version"},
+        {"HTTP_ANTHROPIC_BETA", "anthropic-beta"},
     };
     for (size_t i = 0; i < ARRAY_LEN(map); i++) {
         if (strcmp(cgi_name, map[i].cgi) == 0) {

@@ -22,7 +22,7 @@ void meter_init(struct meter *m, enum meter_format fmt, bool strip, size_t cap)
     m->strip = strip;
     m->line_start = true;
     m->lf = LF_NONE;
-    if (fmt == METER_CHAT_SSE && cap > METER_EVENT_MAX) {
+    if (meter_is_stream(fmt) && cap > METER_EVENT_MAX) {
         cap = METER_EVENT_MAX;
     }
     buf_init(&m->pending, cap);
@@ -46,6 +46,42 @@ static bool json_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* The counts of one usage object. */
+static void usage_from(const cJSON *u, uint64_t *prompt, uint64_t *completion, uint64_t *cached)
+{
+    uint64_t cache_read = count(u, "cache_read_input_tokens");
+    *prompt = count(u, "prompt_tokens") + count(u, "input_tokens") + cache_read +
+              count(u, "cache_creation_input_tokens");
+    *completion = count(u, "completion_tokens") + count(u, "output_tokens");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details");
+    if (!cJSON_IsObject(d)) {
+        d = cJSON_GetObjectItemCaseSensitive(u, "input_tokens_details");
+    }
+    *cached = (cJSON_IsObject(d) ? count(d, "cached_tokens") : 0) + cache_read;
+    if (*cached > *prompt) {
+        *cached = *prompt;
+    }
+}
+
+/* An id as llmproxy keeps it: [A-Za-z0-9_.-], 1 to METER_ID_MAX bytes. */
+static void take_id(struct meter *m, const cJSON *v)
+{
+    if (!cJSON_IsString(v) || v->valuestring == NULL) {
+        return;
+    }
+    size_t n = strlen(v->valuestring);
+    if (n == 0 || n > METER_ID_MAX) {
+        return;
+    }
+    for (const char *c = v->valuestring; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-' || *c == '.')) {
+            return;
+        }
+    }
+    memcpy(m->id, v->valuestring, n + 1);
+}
+
 bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
                       uint64_t *cached, bool *usage_only)
 {
@@ -57,16 +93,7 @@ bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *
         cJSON_Delete(root);
         return false;
     }
-    *prompt = count(u, "prompt_tokens") + count(u, "input_tokens");
-    *completion = count(u, "completion_tokens") + count(u, "output_tokens");
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details");
-    if (!cJSON_IsObject(d)) {
-        d = cJSON_GetObjectItemCaseSensitive(u, "input_tokens_details");
-    }
-    *cached = cJSON_IsObject(d) ? count(d, "cached_tokens") : 0;
-    if (*cached > *prompt) {
-        *cached = *prompt;
-    }
+    usage_from(u, prompt, completion, cached);
     /* cJSON stops after the first value: whatever follows makes it more than one chunk */
     bool whole = end != NULL && end >= json && end <= json + len;
     for (const char *q = end; whole && q < json + len; q++) {
@@ -76,6 +103,50 @@ bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *
     *usage_only = whole && cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
     cJSON_Delete(root);
     return true;
+}
+
+/* One event of a Responses or Anthropic stream: its id and usage. */
+static void typed_event(struct meter *m, const char *data, size_t len)
+{
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return;
+    }
+    uint64_t p, c, k;
+    if (m->fmt == METER_RESPONSES_SSE) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "response");
+        if (m->want_id && m->id[0] == '\0' && cJSON_IsObject(r)) {
+            take_id(m, cJSON_GetObjectItemCaseSensitive(r, "id"));
+        }
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
+        if (cJSON_IsObject(u)) {
+            usage_from(u, &m->prompt, &m->completion, &m->cached);
+            m->have = true;
+        }
+    } else {
+        /* message_start: {"message":{"usage":{input, output so far}}};
+         * message_delta: {"usage":{"output_tokens": the total so far}} */
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "message");
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
+        if (cJSON_IsObject(u)) {
+            usage_from(u, &m->prompt, &m->completion, &m->cached);
+            m->have = true;
+        }
+        u = cJSON_GetObjectItemCaseSensitive(root, "usage");
+        if (cJSON_IsObject(u)) {
+            usage_from(u, &p, &c, &k);
+            if (cJSON_GetObjectItemCaseSensitive(u, "output_tokens") != NULL) {
+                m->completion = c;
+            }
+            if (p > 0) {
+                m->prompt = p;
+                m->cached = k;
+            }
+            m->have = true;
+        }
+    }
+    cJSON_Delete(root);
 }
 
 /* True when some "usage" key in data[0..n) has an object for its value: only
@@ -108,7 +179,8 @@ static bool has_usage_object(const char *data, size_t n)
 static bool judge(struct meter *m, const char *ev, size_t n)
 {
     /* a JSON string holds no line end: a "usage" key is whole in one line */
-    if (memmem(ev, n, "\"usage\"", 7) == NULL) {
+    bool want_id = m->want_id && m->id[0] == '\0' && memmem(ev, n, "\"response\"", 10) != NULL;
+    if (!want_id && memmem(ev, n, "\"usage\"", 7) == NULL) {
         return true;
     }
     /* the data lines, joined by '\n' as a client would (in place when one) */
@@ -160,8 +232,12 @@ static bool judge(struct meter *m, const char *ev, size_t n)
     uint64_t p, c, k;
     bool only;
     bool keep = true;
-    if (lines > 0 && has_usage_object(data, len) &&
-        meter_usage_json(data, len, &p, &c, &k, &only)) {
+    if (m->fmt != METER_CHAT_SSE) {
+        if (lines > 0 && (want_id || has_usage_object(data, len))) {
+            typed_event(m, data, len);
+        }
+    } else if (lines > 0 && has_usage_object(data, len) &&
+               meter_usage_json(data, len, &p, &c, &k, &only)) {
         m->have = true;
         m->prompt = p;
         m->completion = c;
@@ -284,6 +360,11 @@ void meter_body_end(struct meter *m)
     if (!m->truncated && m->pending.len > 0) {
         m->have = meter_usage_json(m->pending.data, m->pending.len, &m->prompt, &m->completion,
                                    &m->cached, &only);
+        if (m->want_id) {
+            cJSON *root = cJSON_ParseWithLength(m->pending.data, m->pending.len);
+            take_id(m, cJSON_GetObjectItemCaseSensitive(root, "id"));
+            cJSON_Delete(root);
+        }
     }
     buf_cleanup(&m->pending);
 }

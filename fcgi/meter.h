@@ -12,7 +12,20 @@
 enum meter_format {
     METER_JSON,     /* one JSON body with a "usage" object */
     METER_CHAT_SSE, /* chat or legacy completion chunks; usage in a chunk of its own */
+    /* Responses events: the id in response.created, usage in response.completed
+     * (or .incomplete, .failed) */
+    METER_RESPONSES_SSE,
+    /* Anthropic Messages events: input in message_start, output in message_delta */
+    METER_ANTHROPIC_SSE,
 };
+
+static inline bool meter_is_stream(enum meter_format f)
+{
+    return f != METER_JSON;
+}
+
+/* The longest response id kept (longer ones are not recorded). */
+#define METER_ID_MAX 128
 
 /* The longest SSE event judged, whatever the cap: a longer one goes on undecided. */
 #define METER_EVENT_MAX ((size_t)1 << 20)
@@ -24,6 +37,8 @@ struct meter {
     bool truncated;     /* JSON: the body passed the cap (usage unknown) */
     bool have;          /* a usage object was seen */
     uint64_t prompt, completion, cached;
+    bool want_id;              /* a Responses answer: its id is wanted */
+    char id[METER_ID_MAX + 1]; /* the id, once seen ("" until then) */
     /* SSE: where the line parser stands between two calls (meter.c) */
     bool passing;    /* the current event is past the cap: it goes on as it comes */
     bool line_start; /* no byte of the current line seen yet */
@@ -51,8 +66,10 @@ void meter_body(struct meter *m, const char *p, size_t n);
 void meter_body_end(struct meter *m);
 
 /* Reads "usage" from one JSON object text: prompt_tokens/completion_tokens
- * (or input_tokens/output_tokens), and cached prompt tokens
- * (prompt_tokens_details.cached_tokens). False when there is none.
+ * (or input_tokens/output_tokens, Anthropic's cache_read_input_tokens and
+ * cache_creation_input_tokens counted as input), and cached prompt tokens
+ * (prompt_tokens_details.cached_tokens, input_tokens_details.cached_tokens,
+ * cache_read_input_tokens). False when there is none.
  * *usage_only: "choices" is an empty array and nothing but white space
  * follows the object. */
 bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,

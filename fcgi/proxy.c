@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "proxy.h"
+#include "affinity.h"
 #include "proxy_int.h"
 #include "answer.h"
 #include "buf.h"
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "multipart.h"
 #include "policy.h"
 #include "reply.h"
 #include "request.h"
@@ -34,9 +36,11 @@
 #define TICK_US 50000
 /* Client headers copied upstream; keep in sync with http_upstream_header. */
 static const char *const forwarded_params[] = {
-    "HTTP_ACCEPT",       "HTTP_USER_AGENT", "HTTP_OPENAI_BETA",
-    "HTTP_HTTP_REFERER", "HTTP_X_TITLE",    "HTTP_X_STAINLESS_LANG",
+    "HTTP_ACCEPT",  "HTTP_USER_AGENT",       "HTTP_OPENAI_BETA",       "HTTP_HTTP_REFERER",
+    "HTTP_X_TITLE", "HTTP_X_STAINLESS_LANG", "HTTP_ANTHROPIC_VERSION", "HTTP_ANTHROPIC_BETA",
 };
+/* The Messages API's version when the client names none. */
+#define ANTHROPIC_VERSION "2023-06-01"
 _Static_assert(ARRAY_LEN(forwarded_params) == FORWARDED_HEADERS, "keep in sync");
 
 static size_t env_size(const char *name, size_t def, size_t lo, size_t hi)
@@ -68,12 +72,19 @@ void proxy_settings_from_env(struct proxy_settings *s)
     s->stall_ms = (long)env_size("LLMPROXY_CLIENT_STALL_MS", 120000, 100, 86400000);
     s->drain_ms = (long)env_size("LLMPROXY_DRAIN_MS", 5000, 0, 3600000);
     s->keyless_remote = (int)env_size("LLMPROXY_ALLOW_KEYLESS_REMOTE", 0, 0, 1);
+    /* OpenAI takes audio files of up to 25 MB; the form around one adds a little */
+    s->max_multipart =
+        env_size("LLMPROXY_MAX_MULTIPART_BYTES", (size_t)32 << 20, 1024, (size_t)1 << 31);
+    s->responses_max_age_ms =
+        (int64_t)env_size("LLMPROXY_RESPONSES_DAYS", 30, 1, 3650) * 86400 * 1000;
 }
 
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
-                                      const char *dir, struct usage_writer *usage)
+                                      struct affinity *aff, const char *dir,
+                                      struct usage_writer *usage)
 {
     struct proxy_shared *sh = xcalloc(1, sizeof(*sh));
+    sh->aff = aff;
     sh->set = *s;
     sh->dir = dir;
     sh->usage = usage;
@@ -139,6 +150,12 @@ static void ctx_free(struct request_ctx *ctx)
 
 static void log_request_json(struct request_ctx *ctx, int status, double ms);
 
+/* The path the log line names: the upstream's (without /v1). */
+static const char *log_path(const struct request_ctx *ctx)
+{
+    return ctx->ep->upstream_path != NULL ? ctx->ep->upstream_path : ctx->path + 3;
+}
+
 /* The one log line, the connection let go, everything released. */
 static void do_finish(struct request_ctx *ctx)
 {
@@ -175,7 +192,7 @@ static void do_finish(struct request_ctx *ctx)
         log_request_json(ctx, status, ms);
     } else if (ctx->scanned) {
         log_linef("req=%s %s model=%s stream=%d attempts=[%s] status=%d%s%s bytes=%zu ms=%.2f%s",
-                  ctx->rid, ctx->ep->upstream_path, ctx->info.model, ctx->info.stream,
+                  ctx->rid, log_path(ctx), ctx->info.model, ctx->info.stream,
                   ctx->log.data != NULL ? ctx->log.data : "", status,
                   ctx->gone && ctx->state == RQ_RELAY ? " " : "",
                   ctx->gone && ctx->state == RQ_RELAY ? ctx->gone_name : "", ctx->bytes_out, ms,
@@ -279,7 +296,7 @@ static void log_request_json(struct request_ctx *ctx, int status, double ms)
     buf_printf(&b, "\"req\":\"%s\",", ctx->rid);
     if (ctx->scanned) {
         buf_append_str(&b, "\"path\":\"");
-        buf_append_json_str(&b, ctx->ep->upstream_path);
+        buf_append_json_str(&b, log_path(ctx));
         buf_append_str(&b, "\",\"model\":\"");
         buf_append_json_str(&b, ctx->info.model);
         buf_printf(&b, "\",\"stream\":%s,", ctx->info.stream ? "true" : "false");
@@ -350,7 +367,11 @@ void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, co
         buf_append_str(&h, extra != NULL ? extra : "");
         client_headers(ctx, &h);
         buf_append(&h, "", 1);
-        reply_error(ctx->conn, status, msg, type, param, code, h.data);
+        if (ctx->ep != NULL && ctx->ep->errors == EP_ERRORS_ANTHROPIC) {
+            reply_anthropic_error(ctx->conn, status, msg, h.data);
+        } else {
+            reply_error(ctx->conn, status, msg, type, param, code, h.data);
+        }
         buf_cleanup(&h);
     }
     proxy_finish(ctx);
@@ -376,12 +397,17 @@ static void prepare_headers(struct request_ctx *ctx)
 {
     size_t offs[MAX_UPSTREAM_HEADERS];
     size_t n = 0;
+    bool anthropic = ctx->ep->api == CONFIG_API_ANTHROPIC;
+    bool version = false;
     for (size_t i = 0; i < ARRAY_LEN(forwarded_params); i++) {
         const char *v = conn_param(ctx->conn, forwarded_params[i]);
         const char *name = http_upstream_header(forwarded_params[i]);
-        if (v == NULL || name == NULL || !header_value_ok(v)) {
+        /* anthropic-* go only to Anthropic backends */
+        bool theirs = strncmp(forwarded_params[i], "HTTP_ANTHROPIC_", 15) == 0;
+        if (v == NULL || name == NULL || !header_value_ok(v) || theirs != anthropic) {
             continue;
         }
+        version |= strcmp(forwarded_params[i], "HTTP_ANTHROPIC_VERSION") == 0;
         while (*v == ' ' || *v == '\t') {
             v++;
         }
@@ -389,10 +415,22 @@ static void prepare_headers(struct request_ctx *ctx)
         buf_printf(&ctx->hdr_store, "%s: %s", name, v);
         buf_append(&ctx->hdr_store, "", 1);
     }
-    /* the body was checked to be JSON, whatever the client labelled it */
-    offs[n++] = ctx->hdr_store.len;
-    buf_append_str(&ctx->hdr_store, "Content-Type: application/json");
-    buf_append(&ctx->hdr_store, "", 1);
+    if (anthropic && !version) {
+        offs[n++] = ctx->hdr_store.len;
+        buf_append_str(&ctx->hdr_store, "anthropic-version: " ANTHROPIC_VERSION);
+        buf_append(&ctx->hdr_store, "", 1);
+    }
+    if (ctx->ep->body == EP_BODY_JSON) {
+        /* the body was checked to be JSON, whatever the client labelled it */
+        offs[n++] = ctx->hdr_store.len;
+        buf_append_str(&ctx->hdr_store, "Content-Type: application/json");
+        buf_append(&ctx->hdr_store, "", 1);
+    } else if (ctx->ep->body == EP_BODY_MULTIPART) {
+        /* the client's, with the boundary the body was checked against */
+        offs[n++] = ctx->hdr_store.len;
+        buf_printf(&ctx->hdr_store, "Content-Type: %s", conn_param(ctx->conn, "CONTENT_TYPE"));
+        buf_append(&ctx->hdr_store, "", 1);
+    }
     offs[n++] = ctx->hdr_store.len;
     buf_append_str(&ctx->hdr_store, "Expect:"); /* no 100-continue round trip */
     buf_append(&ctx->hdr_store, "", 1);
@@ -426,17 +464,160 @@ void proxy_plan(struct request_ctx *ctx)
                           ? state_next(ctx->px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL)
                           : 0;
     ctx->norder = route_order(ctx->model, ticket, ctx->order, ARRAY_LEN(ctx->order));
+    /* only the backends that speak the endpoint's API (an OpenAI and an
+     * Anthropic backend may serve one model, each its own endpoints) */
+    size_t n = 0;
+    for (size_t i = 0; i < ctx->norder; i++) {
+        if (ctx->model->backends[ctx->order[i]].api == ctx->ep->api) {
+            ctx->order[n++] = ctx->order[i];
+        }
+    }
+    ctx->norder = n;
     ctx->oi = 0;
     ctx->key_tries = 0;
+}
+
+/* A multipart body so far (or, final, whole): false when it was refused
+ * with a 400 saying why. */
+static bool multipart_check(struct request_ctx *ctx, bool final)
+{
+    enum multipart_status st = multipart_feed(
+        &ctx->mp, ctx->body.data != NULL ? ctx->body.data : "", ctx->body.len, final);
+    if (st >= 0) {
+        return true;
+    }
+    char msg[300];
+    const char *what = multipart_status_message(st);
+    if (st == MP_NO_MODEL || st == MP_NOT_MULTIPART || st == MP_NO_BOUNDARY) {
+        snprintf(msg, sizeof(msg), "%s", what);
+    } else {
+        snprintf(msg, sizeof(msg), "%s (at byte %zu)", what, ctx->mp.err_off);
+    }
+    const char *param = st == MP_NO_MODEL || st == MP_DUP_MODEL || st == MP_MODEL_BAD ? "model"
+                        : st == MP_DUP_STREAM                                         ? "stream"
+                                                                                      : NULL;
+    proxy_answer_error(ctx, 400, msg, "invalid_request_error", param, NULL, NULL);
+    return false;
+}
+
+/* The backend of m and its key that made the response e says, if m has them. */
+static bool pin_in(struct request_ctx *ctx, const struct config_model *m,
+                   const struct affinity_entry *e)
+{
+    for (size_t i = 0; i < m->nbackends; i++) {
+        const struct config_backend *b = &m->backends[i];
+        if (b->api != ctx->ep->api || affinity_hash(b->base_url, NULL) != e->backend) {
+            continue;
+        }
+        size_t nkeys = b->nkeys ? b->nkeys : 1;
+        for (size_t k = 0; k < nkeys; k++) {
+            if (affinity_hash(b->nkeys ? b->keys[k] : "", NULL) == e->key) {
+                ctx->model = m;
+                ctx->pinned = 1;
+                ctx->pin_backend = (uint8_t)i;
+                ctx->pin_key = k;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The backend and key that made response id, found for this client key
+ * (a response is its maker's: another key hears it does not exist): in
+ * prefer first (the model a follow-up names), then in the model that made
+ * it, then anywhere the same BaseUrl and key are configured. */
+static bool pin_response(struct request_ctx *ctx, const char *id, const struct config_model *prefer)
+{
+    struct proxy_shared *sh = ctx->px->sh;
+    struct affinity_entry e;
+    if (sh->aff == NULL || !affinity_get(sh->aff, id, sh->set.responses_max_age_ms, &e) ||
+        e.owner != (ctx->key != NULL ? affinity_hash(ctx->key->id, NULL) : 0)) {
+        return false;
+    }
+    if (prefer != NULL && pin_in(ctx, prefer, &e)) {
+        return true;
+    }
+    const struct config *cfg = ctx->snap->cfg;
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        if (affinity_hash(cfg->models[i].name, NULL) == e.model &&
+            pin_in(ctx, &cfg->models[i], &e)) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        if (pin_in(ctx, &cfg->models[i], &e)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void response_not_found(struct request_ctx *ctx, const char *id, const char *param)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "%s with id '%s' not found.",
+             param != NULL ? "Previous response" : "Response", id);
+    proxy_answer_error(ctx, 404, msg, "invalid_request_error", param,
+                       param != NULL ? "previous_response_not_found" : "response_not_found", NULL);
+}
+
+/* The attempts are planned: send the first. */
+static void start(struct request_ctx *ctx)
+{
+    proxy_plan(ctx);
+    ctx->deadline_all = now_us() + (int64_t)ctx->px->set->deadline_ms * 1000;
+    prepare_headers(ctx);
+    attempt_start(ctx);
+}
+
+/* GET/DELETE /v1/responses/{id}, .../cancel, .../input_items: to the
+ * backend and key that made it. */
+static void route_by_id(struct request_ctx *ctx)
+{
+    size_t n;
+    size_t off = endpoint_id(ctx->ep, ctx->path, &n);
+    if (n > REQUEST_ID_MAX) {
+        n = REQUEST_ID_MAX;
+    }
+    memcpy(ctx->response_id, ctx->path + off, n);
+    ctx->response_id[n] = '\0';
+    if (!pin_response(ctx, ctx->response_id, NULL)) {
+        response_not_found(ctx, ctx->response_id, NULL);
+        return;
+    }
+    snprintf(ctx->info.model, sizeof(ctx->info.model), "%s", ctx->model->name);
+    ctx->scanned = 1;
+    if (!client_admit_model(ctx)) {
+        return;
+    }
+    ctx->asked = ctx->model;
+    start(ctx);
 }
 
 /* The body is in: check it, choose the order, make the first attempt. */
 static void route_request(struct request_ctx *ctx)
 {
-    struct proxy *px = ctx->px;
+    if (ctx->ep->kind == EP_AFFINITY) {
+        route_by_id(ctx);
+        return;
+    }
     size_t off = 0;
     const char *body = ctx->body.data != NULL ? ctx->body.data : "";
-    enum request_status st = request_scan(body, ctx->body.len, &ctx->info, &off);
+    if (ctx->ep->body == EP_BODY_MULTIPART) {
+        if (!multipart_check(ctx, true)) {
+            return;
+        }
+        /* the model part's content is the value mapped */
+        memset(&ctx->info, 0, sizeof(ctx->info));
+        snprintf(ctx->info.model, sizeof(ctx->info.model), "%s", ctx->mp.model);
+        ctx->info.model_off = ctx->mp.model_off;
+        ctx->info.model_len = ctx->mp.model_len;
+        ctx->info.stream = ctx->mp.stream;
+    }
+    enum request_status st = ctx->ep->body == EP_BODY_MULTIPART
+                                 ? REQUEST_OK
+                                 : request_scan(body, ctx->body.len, &ctx->info, &off);
     if (st != REQUEST_OK) {
         char msg[512];
         if (st == REQUEST_BAD_JSON) {
@@ -446,7 +627,8 @@ static void route_request(struct request_ctx *ctx)
         }
         const char *param = st == REQUEST_BAD_JSON || st == REQUEST_NOT_OBJECT          ? NULL
                             : st == REQUEST_DUP_STREAM || st == REQUEST_STREAM_NOT_BOOL ? "stream"
-                                                                                        : "model";
+                            : st == REQUEST_BAD_PREVIOUS ? "previous_response_id"
+                                                         : "model";
         proxy_answer_error(ctx, 400, msg, "invalid_request_error", param, NULL, NULL);
         return;
     }
@@ -459,9 +641,16 @@ static void route_request(struct request_ctx *ctx)
                            NULL);
         return;
     }
-    if (route_enabled(ctx->model) == 0) {
+    if (route_enabled_api(ctx->model, ctx->ep->api) == 0) {
         char msg[400];
-        snprintf(msg, sizeof(msg), "No backend is enabled for model '%s'.", ctx->info.model);
+        if (route_enabled(ctx->model) > 0) {
+            /* enabled backends, none of which speaks this endpoint's API */
+            snprintf(msg, sizeof(msg),
+                     "Model '%s' has no enabled backend with \"Api\": \"%s\", which %s needs.",
+                     ctx->info.model, config_api_name(ctx->ep->api), ctx->ep->path);
+        } else {
+            snprintf(msg, sizeof(msg), "No backend is enabled for model '%s'.", ctx->info.model);
+        }
         proxy_answer_error(ctx, 503, msg, "upstream_error", NULL, "no_backend_enabled", NULL);
         return;
     }
@@ -473,18 +662,24 @@ static void route_request(struct request_ctx *ctx)
                            REQUEST_USAGE_ADDED;
     }
     ctx->asked = ctx->model;
-    plan_fallbacks(ctx, ctx->model);
-    proxy_plan(ctx);
-    ctx->deadline_all = now_us() + (int64_t)px->set->deadline_ms * 1000;
-    prepare_headers(ctx);
-    attempt_start(ctx);
+    if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {
+        /* a follow-up: where the response it continues lives, nowhere else */
+        request_previous_id(body, &ctx->info, ctx->response_id);
+        if (!pin_response(ctx, ctx->response_id, ctx->model)) {
+            response_not_found(ctx, ctx->response_id, "previous_response_id");
+            return;
+        }
+    } else {
+        plan_fallbacks(ctx, ctx->model);
+    }
+    start(ctx);
 }
 
 static void too_large(struct request_ctx *ctx)
 {
     char msg[200];
     snprintf(msg, sizeof(msg), "The request body is larger than the limit of %zu bytes.",
-             ctx->px->set->max_body);
+             ctx->body.cap);
     proxy_answer_error(ctx, 413, msg, "invalid_request_error", NULL, "request_too_large", NULL);
 }
 
@@ -532,7 +727,7 @@ static void on_request(void *app, struct conn *c)
     } else if (ctx->ep->guarded && (ctx->snap = snapshot_acquire()) != NULL &&
                !client_admit(ctx, c)) {
         /* answered by client_admit */
-    } else if (ctx->ep->kind != EP_ROUTED) {
+    } else if (ctx->ep->kind != EP_ROUTED && ctx->ep->kind != EP_AFFINITY) {
         ctx->final_status = answer_local(c, ctx->ep, ctx->path, ctx->key);
         proxy_finish(ctx);
     } else if (px->draining) {
@@ -540,7 +735,20 @@ static void on_request(void *app, struct conn *c)
                            "server_shutting_down", "Retry-After: 1\r\n");
     } else {
         long long cl = conn_content_length(c);
-        if (cl > (long long)px->set->max_body) {
+        char boundary[MULTIPART_MAX_BOUNDARY + 1];
+        enum multipart_status mst = MP_OK;
+        if (ctx->ep->body == EP_BODY_MULTIPART) {
+            buf_cleanup(&ctx->body);
+            buf_init(&ctx->body, px->set->max_multipart);
+            mst = multipart_boundary(conn_param(c, "CONTENT_TYPE"), boundary, sizeof(boundary));
+            if (mst == MP_OK) {
+                multipart_init(&ctx->mp, boundary);
+            }
+        }
+        if (mst != MP_OK) {
+            proxy_answer_error(ctx, 400, multipart_status_message(mst), "invalid_request_error",
+                               NULL, NULL, NULL);
+        } else if (cl > (long long)ctx->body.cap) {
             too_large(ctx);
         } else {
             if (cl > 0) {
@@ -562,6 +770,8 @@ static void on_client_body(void *ud, const char *p, size_t n)
     proxy_enter(ctx);
     if (buf_append(&ctx->body, p, n) != BUF_OK) {
         too_large(ctx);
+    } else if (ctx->ep->body == EP_BODY_MULTIPART && !multipart_check(ctx, false)) {
+        /* refused as soon as it is certain: 10,000 parts are not all read */
     } else {
         ctx->body_deadline = now_us() + (int64_t)ctx->px->set->body_timeout_ms * 1000;
     }

@@ -21,6 +21,8 @@ struct proxy_settings {
     long stall_ms;           /* LLMPROXY_CLIENT_STALL_MS: a client that takes nothing, 120000 */
     long drain_ms;           /* LLMPROXY_DRAIN_MS: requests in flight after SIGTERM, 5000 */
     int keyless_remote;      /* LLMPROXY_ALLOW_KEYLESS_REMOTE=1: keyless mode serves anyone */
+    size_t max_multipart;    /* LLMPROXY_MAX_MULTIPART_BYTES: a multipart body, 32 MiB */
+    int64_t responses_max_age_ms; /* LLMPROXY_RESPONSES_DAYS: affinity kept, 30 days */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);
@@ -29,8 +31,10 @@ void proxy_settings_from_env(struct proxy_settings *s);
 struct proxy_shared;
 /* dir: the state dir; usage may be NULL (nothing recorded). */
 struct usage_writer;
+struct affinity;
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
-                                      const char *dir, struct usage_writer *usage);
+                                      struct affinity *aff, const char *dir,
+                                      struct usage_writer *usage);
 void proxy_shared_free(struct proxy_shared *sh);
 
 /* The requests of one loop. listen_fd: the FastCGI socket to accept on;

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "limit.h"
 #include "meter.h"
+#include "multipart.h"
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
@@ -25,13 +26,14 @@ struct client_key;
 struct usage_writer;
 
 /* The client headers that may go upstream (see proxy.c), plus ours. */
-#define FORWARDED_HEADERS 6
+#define FORWARDED_HEADERS 8
 #define MAX_UPSTREAM_HEADERS (FORWARDED_HEADERS + 3)
 struct proxy_shared {
     const char *dir;            /* the state dir */
     struct usage_writer *usage; /* NULL: usage is not recorded */
     struct proxy_settings set;
     struct state *st;
+    struct affinity *aff;  /* which backend and key made each response */
     unsigned long next_id; /* atomic */
     unsigned pid;          /* request ids are "<pid>-<n>" */
 };
@@ -88,6 +90,7 @@ struct request_ctx {
     struct buf body;
     struct request_info info;
     int scanned;                                /* info is valid */
+    struct multipart mp;                        /* a multipart body's parser */
     struct buf hdr_store;                       /* "Name: value\0" lines */
     const char *hdrs[MAX_UPSTREAM_HEADERS + 1]; /* [0] is Authorization */
     struct buf auth; /* "Authorization: Bearer <key>" of the current attempt */
@@ -146,6 +149,12 @@ struct request_ctx {
     const struct config_model *chain[CONFIG_MAX_CHAIN];
     size_t nchain, chain_next;
     unsigned attempts_base; /* attempts made before the current model took over */
+    /* a response's follow-up: only this backend (of ctx->model) and key */
+    int pinned;
+    uint8_t pin_backend;
+    size_t pin_key;
+    char response_id[REQUEST_ID_MAX + 1]; /* the response the path or body names */
+    int response_saved;                   /* the id of the response made is recorded */
     struct buf resp_hdrs;
     struct buf hold;
     struct sse_peek peek;

@@ -1,6 +1,7 @@
 /* proxy_main.c - the responder program: loops, the listening socket, signals */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
+#include "affinity.h"
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
@@ -195,7 +196,15 @@ int main(int argc, char **argv)
     }
     /* usage goes to usage.db from a writer thread; a CGI process writes at exit */
     struct usage_writer *usage = usage_writer_new(dir, !cgi);
-    struct proxy_shared *sh = proxy_shared_new(&set, st, dir, usage);
+    snprintf(path, sizeof(path), "%s/responses.state", dir);
+    struct affinity *aff = affinity_open(path, AFFINITY_DEFAULT_SLOTS, err, sizeof(err));
+    if (aff == NULL) {
+        LOG_ERROR("responses table unavailable, follow-ups only reach responses made by this "
+                  "process: %s",
+                  err);
+        aff = affinity_private(AFFINITY_WAYS * 1024);
+    }
+    struct proxy_shared *sh = proxy_shared_new(&set, st, aff, dir, usage);
     struct app app = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .drain_ms = set.drain_ms};
     if (!cgi) {
         app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
@@ -249,6 +258,7 @@ int main(int argc, char **argv)
     usage_writer_free(usage);
     snapshot_cleanup();
     state_close(st);
+    affinity_close(aff);
     curl_global_cleanup();
     return 0;
 }

@@ -1,4 +1,4 @@
-/* reply.h - our own JSON answers to the client, errors in the OpenAI shape */
+/* reply.h - our own JSON answers to the client, errors in the OpenAI or Anthropic shape */
 /* SPDX-License-Identifier: MIT */
 #ifndef LLMPROXY_REPLY_H
 #define LLMPROXY_REPLY_H
@@ -21,5 +21,12 @@ void reply_error_object(struct buf *b, const char *msg, const char *type, const 
 /* An error answer in that shape. */
 void reply_error(struct conn *c, int status, const char *msg, const char *type, const char *param,
                  const char *code, const char *extra);
+
+/* The Anthropic Messages API's error type for a status. */
+const char *reply_anthropic_type(int status);
+/* Appends {"type":"error","error":{"type","message"}} to b. */
+void reply_anthropic_error_object(struct buf *b, const char *type, const char *msg);
+/* An error answer in that shape, its type from the status. */
+void reply_anthropic_error(struct conn *c, int status, const char *msg, const char *extra);
 
 #endif

@@ -258,7 +258,7 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
             return -1;
         }
         if (info != NULL) {
-            char key[16];
+            char key[24];
             info->has_members = true;
             if (decode_string(k, klen, key, sizeof(key) - 1)) {
                 if (strcmp(key, "model") == 0) {
@@ -271,6 +271,10 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
                     info->stream_bad |= !info->stream && !(vl == 5 && memcmp(v, "false", 5) == 0) &&
                                         !(vl == 4 && memcmp(v, "null", 4) == 0);
                     info->n_stream++;
+                } else if (strcmp(key, "previous_response_id") == 0) {
+                    info->n_prev++;
+                    info->prev_off = (size_t)(v - s->start);
+                    info->prev_len = (size_t)(s->p - v);
                 } else if (strcmp(key, "stream_options") == 0) {
                     info->n_so++;
                     info->so_off = (size_t)(v - s->start);
@@ -392,6 +396,16 @@ enum request_status request_scan(const char *body, size_t len, struct request_in
     if (info->stream_bad) {
         return REQUEST_STREAM_NOT_BOOL;
     }
+    char prev[REQUEST_ID_MAX + 1];
+    if (info->n_prev > 1 ||
+        (info->prev_len > 0 &&
+         !(info->prev_len == 4 && memcmp(body + info->prev_off, "null", 4) == 0) &&
+         !request_previous_id(body, info, prev))) {
+        return REQUEST_BAD_PREVIOUS;
+    }
+    if (info->n_prev == 1 && info->prev_len == 4 && memcmp(body + info->prev_off, "null", 4) == 0) {
+        info->prev_len = 0; /* null: none */
+    }
     if (info->n_stream > 1 || info->n_so > 1 ||
         (info->so_len > 0 && body[info->so_off] == '{' &&
          count_member(body, info->so_off, info->so_len, "include_usage") > 1)) {
@@ -424,8 +438,28 @@ const char *request_status_message(enum request_status st)
                "more than once.";
     case REQUEST_STREAM_NOT_BOOL:
         return "The stream parameter must be a boolean.";
+    case REQUEST_BAD_PREVIOUS:
+        return "The previous_response_id parameter must be given once, as a response id (letters, "
+               "digits, '_', '-', '.').";
     }
     return "invalid request";
+}
+
+bool request_previous_id(const char *body, const struct request_info *info,
+                         char out[REQUEST_ID_MAX + 1])
+{
+    if (info->prev_len < 3 || body[info->prev_off] != '"' ||
+        !decode_string(body + info->prev_off, info->prev_len, out, REQUEST_ID_MAX) ||
+        out[0] == '\0') {
+        return false;
+    }
+    for (const char *c = out; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-' || *c == '.')) {
+            return false;
+        }
+    }
+    return true;
 }
 
 int request_map_model(const char *body, size_t len, const struct request_info *info,

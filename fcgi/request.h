@@ -25,6 +25,7 @@ enum request_status {
      * differ on which wins, so llmproxy and the backend could disagree */
     REQUEST_DUP_STREAM = -8,
     REQUEST_STREAM_NOT_BOOL = -9, /* "stream" neither true, false nor null */
+    REQUEST_BAD_PREVIOUS = -10,   /* "previous_response_id" twice, or not a string of id bytes */
 };
 
 struct request_info {
@@ -37,6 +38,9 @@ struct request_info {
     size_t so_off, so_len;   /* the value of a top-level "stream_options"; so_len 0: absent */
     unsigned n_stream, n_so; /* how often each was given */
     bool stream_bad;         /* "stream" was not a boolean or null */
+    /* a top-level "previous_response_id" (Responses): its value's span; prev_len 0: absent */
+    size_t prev_off, prev_len;
+    unsigned n_prev;
 };
 
 /* One change to a body: del bytes at off give way to ins. */
@@ -63,6 +67,12 @@ enum request_usage request_usage_edit(const char *body, size_t len, const struct
  * is written to *err_off when err_off is not NULL. */
 enum request_status request_scan(const char *body, size_t len, struct request_info *info,
                                  size_t *err_off);
+
+/* The decoded "previous_response_id" of a scanned body, when it has one
+ * (checked by request_scan: 1 to REQUEST_ID_MAX bytes of [A-Za-z0-9_.-]). */
+#define REQUEST_ID_MAX 128
+bool request_previous_id(const char *body, const struct request_info *info,
+                         char out[REQUEST_ID_MAX + 1]);
 
 /* Message for a failed scan, fit for the client. */
 const char *request_status_message(enum request_status st);

@@ -24,6 +24,15 @@ size_t route_enabled(const struct config_model *m)
     return n;
 }
 
+size_t route_enabled_api(const struct config_model *m, enum config_api api)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nbackends; i++) {
+        n += m->backends[i].enabled && m->backends[i].api == api;
+    }
+    return n;
+}
+
 bool route_uses_ticket(const struct config_model *m)
 {
     return m->strategy != CONFIG_FAILOVER && route_enabled(m) > 1;

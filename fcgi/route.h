@@ -14,6 +14,8 @@ void route_prepare(struct config_model *m);
 
 /* Number of enabled backends. */
 size_t route_enabled(const struct config_model *m);
+/* Enabled backends of m that speak api. */
+size_t route_enabled_api(const struct config_model *m, enum config_api api);
 
 /* True when route_order reads its ticket (RoundRobin, Weighted): only then
  * does the caller need to draw one from the shared counter. */

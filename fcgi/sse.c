@@ -4,6 +4,7 @@
 #include "sse.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 /* An error event bigger than this is not parsed for "error": still judged by
@@ -15,6 +16,8 @@ void sse_peek_init(struct sse_peek *p)
     p->pos = 0;
     p->has_data = 0;
     p->named_error = 0;
+    p->responses = 0;
+    p->event[0] = '\0';
     buf_init(&p->data, SSE_DATA_CAP);
 }
 
@@ -69,7 +72,25 @@ static void field(struct sse_peek *p, const char *line, size_t n)
         buf_append(&p->data, val, vlen < room ? vlen : room);
     } else if (nlen == 5 && memcmp(line, "event", 5) == 0) {
         p->named_error = vlen == 5 && memcmp(val, "error", 5) == 0;
+        size_t k = vlen < sizeof(p->event) - 1 ? vlen : sizeof(p->event) - 1;
+        memcpy(p->event, val, k);
+        p->event[k] = '\0';
     }
+}
+
+/* A Responses event's type: its name, else the "type" of its data. */
+static void event_type(const struct sse_peek *p, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", p->event);
+    if (out[0] != '\0') {
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(p->data.data != NULL ? p->data.data : "", p->data.len);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (cJSON_IsString(t) && t->valuestring != NULL) {
+        snprintf(out, cap, "%s", t->valuestring);
+    }
+    cJSON_Delete(root);
 }
 
 enum sse_result sse_peek_feed(struct sse_peek *p, const char *buf, size_t len, size_t *end)
@@ -99,12 +120,29 @@ enum sse_result sse_peek_feed(struct sse_peek *p, const char *buf, size_t len, s
             continue;
         }
         /* blank line: the event is complete */
+        if (p->has_data && p->responses) {
+            char type[40];
+            event_type(p, type, sizeof(type));
+            if (strcmp(type, "response.created") == 0 ||
+                strcmp(type, "response.in_progress") == 0) {
+                p->has_data = 0; /* held with the one that decides */
+                p->named_error = 0;
+                p->event[0] = '\0';
+                buf_reset(&p->data);
+                continue;
+            }
+            if (strcmp(type, "response.failed") == 0 || strcmp(type, "error") == 0) {
+                *end = p->pos;
+                return SSE_ERROR;
+            }
+        }
         if (p->has_data) {
             *end = p->pos;
             return (p->named_error || sse_is_error_payload(p->data.data, p->data.len)) ? SSE_ERROR
                                                                                        : SSE_DATA;
         }
         p->named_error = 0;
+        p->event[0] = '\0';
         buf_reset(&p->data);
     }
     return SSE_MORE;

@@ -21,6 +21,11 @@ struct sse_peek {
     int has_data;
     int named_error; /* "event: error" seen in the current event */
     struct buf data; /* the current event's data, joined by '\n' */
+    /* set by the caller: a Responses stream, whose response.created and
+     * response.in_progress events are passed over (the next one decides, and
+     * response.failed is an error too) */
+    int responses;
+    char event[40]; /* the current event's name (cut to fit) */
 };
 
 void sse_peek_init(struct sse_peek *p);

@@ -375,17 +375,32 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
                            * curl's 32 MiB stream window into memory for one slow client, and one
                            * connection per open stream is what the providers expect anyway */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (x->npieces == 1) {
+    if (rq->method != NULL && strcmp(rq->method, "POST") != 0) {
+        /* GET, HEAD or DELETE: no body */
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        if (strcmp(rq->method, "HEAD") == 0) {
+            curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        } else if (strcmp(rq->method, "GET") != 0) {
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
+        }
+    } else if (x->npieces == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    } else if (x->npieces == 1) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body[0].p);
     } else {
         /* several pieces are read in turn: no copy of the whole body */
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
         curl_easy_setopt(e, CURLOPT_READDATA, x);
         curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
         curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
     }
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, total);
+    if (x->npieces > 0 && (rq->method == NULL || strcmp(rq->method, "POST") == 0)) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, total);
+    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, rq->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

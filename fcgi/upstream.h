@@ -58,6 +58,7 @@ struct upstream_piece {
 
 struct upstream_request {
     const char *url;
+    const char *method;         /* "POST" (or NULL), "GET", "DELETE": no body */
     const char *const *headers; /* NULL-terminated "Name: value" lines */
     struct upstream_piece body[UPSTREAM_MAX_PIECES];
     size_t npieces;

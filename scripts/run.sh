@@ -18,6 +18,7 @@ procs=${LLMPROXY_PROCS:-2}
 bin=${LLMPROXY_BIN:-$root/cgi-bin/llmproxy.fcgi}
 admin_bin=${LLMPROXY_ADMIN_BIN:-$root/cgi-bin/llmproxy-admin.fcgi}
 max_body=${LLMPROXY_MAX_BODY_BYTES:-16777216}
+max_multipart=${LLMPROXY_MAX_MULTIPART_BYTES:-33554432}
 
 mkdir -p "$state/tmp"
 chmod 700 "$state"
@@ -49,8 +50,11 @@ case "$max_fds" in unlimited|""|*[!0-9]*) max_fds=65535 ;; esac
 [ "$max_fds" -gt 65535 ] && max_fds=65535
 max_conns=$(( max_fds / 2 ))
 
-# lighttpd counts the request size cap in KiB; leave room for the JSON framing
-max_kb=$(( max_body / 1024 + 64 ))
+# lighttpd counts the request size cap in KiB; leave room for the JSON framing.
+# The larger of the two caps: llmproxy holds each endpoint to its own.
+max_req=$max_body
+[ "$max_multipart" -gt "$max_req" ] && max_req=$max_multipart
+max_kb=$(( max_req / 1024 + 64 ))
 
 # lighttpd splits bin-path at spaces: reach programs in such a path through
 # links in a directory of ours without spaces

@@ -73,7 +73,7 @@ def run_valgrind():
 
 def run_fuzz_briefly():
     """Each libFuzzer harness for a few seconds from its seeds (make fuzz runs them long)."""
-    for name in ("request", "config", "retry_after", "sse", "fcgi"):
+    for name in ("request", "config", "retry_after", "sse", "fcgi", "multipart"):
         fz = os.path.join(ROOT, "build", "fuzz", "fuzz_" + name)
         if not os.access(fz, os.X_OK):
             report(False, "fuzz: %s built" % name, "build/fuzz/fuzz_%s missing" % name)
@@ -182,6 +182,7 @@ def run_e2e(server_name):
     import test_metrics  # noqa: F401
     import test_sdk  # noqa: F401
     import test_api  # noqa: F401
+    import test_api_more  # noqa: F401
 
     cls = Apache if server_name == "apache" else Lighttpd
     tag = "e2e[%s]" % server_name
@@ -200,10 +201,11 @@ def run_e2e(server_name):
     test_proxy.Env.server = srv
     test_proxy.Env.server_class = cls
     test_proxy.Env.up = up
-    only = os.environ.get("E2E_ONLY")
+    only = os.environ.get("E2E_ONLY")  # substrings of test names, by commas
     try:
         for fn in test_proxy.TESTS:
-            if server_name not in fn.servers or (only and only not in fn.__name__):
+            if server_name not in fn.servers or (only and not any(
+                    o in fn.__name__ for o in only.split(","))):
                 continue
             t0 = time.time()
             try:

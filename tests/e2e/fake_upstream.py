@@ -40,12 +40,25 @@ before the colon, values without control characters, no obs-fold, one Host,
 a numeric Content-Length, and, stricter than most, no header name twice. A
 request that breaks a rule gets 400 and is logged with its "violation".
 
+The rest of the API, by path:
+  /responses        Responses: a stored response (id resp_<name>_<n>), streamed as typed
+                    events; failev=1 streams response.created then response.failed;
+                    previous_response_id must name a response of this backend and key
+  /responses/{id}[/cancel|/input_items]  GET, DELETE, POST: 404 unless this backend and
+                    key made it
+  /messages         Anthropic Messages (x-api-key and anthropic-version required, no
+                    Authorization; errors in Anthropic's shape); count_tokens too
+  multipart paths   /audio/transcriptions, /audio/translations, /images/edits,
+                    /images/variations: the form is parsed strictly; the answer names
+                    the model part and the SHA-256 of every other part
+
 GET /_log returns every request received (method, path, headers, raw_headers,
 body, violation); POST /_reset clears it and the failn counters.
 """
 
 import email.parser
 import email.policy
+import hashlib
 import json
 import re
 import socket
@@ -61,6 +74,7 @@ class State:
         self.log = []
         self.counts = {}
         self.violations = []  # kept across resets
+        self.responses = {}  # id -> {"obj", "key", "name"}
 
     def record(self, entry):
         with self.lock:
@@ -88,6 +102,47 @@ def req_model(raw):
         return json.loads(raw or b"{}").get("model")
     except (ValueError, AttributeError):
         return None
+
+
+def parse_form(ctype, raw):
+    """Parses multipart/form-data strictly: (fields {name: (filename, bytes)}, None) or
+    (None, why). CRLF line ends, a boundary, each part with a form-data name, the close
+    delimiter at the end, no name twice."""
+    m = re.match(r'^multipart/form-data;\s*boundary=("?)([0-9A-Za-z\'()+_,./:=? -]{1,70})\1$', ctype)
+    if not m:
+        return None, "no boundary in %r" % ctype
+    b = m.group(2).encode()
+    if not raw.startswith(b"--" + b + b"\r\n"):
+        return None, "does not start with the delimiter"
+    body = raw[len(b) + 4:]
+    end = body.rfind(b"\r\n--" + b + b"--")
+    if end < 0 or body[end + len(b) + 6:][:2] not in (b"", b"\r\n"):  # then an epilogue
+        return None, "no close delimiter at the end"
+    fields = {}
+    for part in body[:end].split(b"\r\n--" + b + b"\r\n"):
+        if b"\r\n\r\n" not in part:
+            return None, "a part without a blank line after its headers"
+        head, content = part.split(b"\r\n\r\n", 1)
+        cd = None
+        for line in head.split(b"\r\n"):
+            if b"\n" in line or b"\r" in line or b":" not in line:
+                return None, "bad part header %r" % line
+            k, v = line.split(b":", 1)
+            if k.strip().lower() == b"content-disposition":
+                cd = v.strip().decode("latin-1")
+        mm = re.match(r'^form-data;\s*name="([^"]*)"(?:;\s*filename="([^"]*)")?', cd or "")
+        if not mm:
+            return None, "a part without Content-Disposition: form-data; name"
+        if mm.group(1) in fields:
+            return None, "field %r twice" % mm.group(1)
+        fields[mm.group(1)] = (mm.group(2), content)
+    if "model" not in fields:
+        return None, "no model field"
+    return fields, None
+
+
+def form_text(fields, name):
+    return fields[name][1].decode("utf-8", "replace") if name in fields else None
 
 
 def parse_spec(seg):
@@ -205,9 +260,10 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._api("GET")
+
+    def do_DELETE(self):
+        self._api("DELETE")
 
     def _json(self, status, obj, extra=None):
         body = json.dumps(obj).encode()
@@ -269,6 +325,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(204)
             self.end_headers()
             return
+        self._api("POST")
+
+    def _api(self, method):
+        st = self.server.state
+        if method != "POST" and "/responses/" not in self.path:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         n = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(n) if n else b""
         seg = self.path.split("/")[1] if self.path.count("/") > 1 else ""
@@ -276,7 +341,7 @@ class Handler(BaseHTTPRequestHandler):
         self.spec = spec
         entry = {
             "t": time.time(),
-            "method": "POST",
+            "method": method,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "raw_headers": self.raw_fields,
@@ -285,11 +350,36 @@ class Handler(BaseHTTPRequestHandler):
         }
         st.record(entry)
         count = st.bump(seg)
-        try:
-            req = json.loads(raw or b"{}")
-        except ValueError:
-            req = {}
+        ctype = self.headers.get("Content-Type", "")
+        form = None
+        if ctype.startswith("multipart/"):
+            form, why = parse_form(ctype, raw)
+            if form is None:
+                entry["violation"] = "multipart: " + why
+                st.record({"violation": entry["violation"], "path": self.path})
+                self._json(400, {"error": {"message": "bad multipart body: " + why,
+                                           "type": "invalid_request_error", "param": None,
+                                           "code": None}})
+                return
+            entry["form"] = {k: (v.decode("utf-8", "replace") if fn is None else
+                                 {"filename": fn, "bytes": len(v),
+                                  "sha256": hashlib.sha256(v).hexdigest()})
+                             for k, (fn, v) in form.items()}
+            req = {"model": form_text(form, "model"), "stream": form_text(form, "stream") == "true"}
+        else:
+            try:
+                req = json.loads(raw or b"{}")
+            except ValueError:
+                req = {}
         name = spec.get("name", seg)
+        anthropic = "/messages" in self.path
+        if anthropic:
+            if "authorization" in {k.lower() for k in self.headers.keys()} or \
+                    not self.headers.get("x-api-key") or not self.headers.get("anthropic-version"):
+                self._anthropic_error(401 if not self.headers.get("x-api-key") else 400,
+                                      "authentication_error", "x-api-key and anthropic-version "
+                                      "are required; Authorization is not accepted")
+                return
 
         if spec.get("reset"):
             # the request was read; the connection dies before any answer
@@ -318,6 +408,11 @@ class Handler(BaseHTTPRequestHandler):
             extra = {}
             if "ra" in spec:
                 extra["Retry-After"] = spec["ra"]
+            if anthropic:
+                self._anthropic_error(status, "overloaded_error" if status >= 500 else
+                                      "invalid_request_error", "fake %d from %s" % (status, name),
+                                      extra)
+                return
             err = {"error": {"message": "fake %d from %s (key %s)" % (
                 status, name, self.headers.get("Authorization", "")),
                 "type": "fake", "param": None, "code": spec.get("code", "fake_%d" % status)}}
@@ -339,6 +434,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            return
+        if "/responses" in self.path:
+            self._responses(method, spec, req, name, count)
+            return
+        if anthropic:
+            self._messages(spec, req, name)
+            return
+        if form is not None:
+            self._form_answer(spec, req, form, name)
             return
         if self.path.endswith("/audio/speech"):
             # speech: binary audio, chunked, a piece every `gap` ms (100)
@@ -381,6 +485,164 @@ class Handler(BaseHTTPRequestHandler):
                                 "finish_reason": "stop"}]}
         if not spec.get("nousage"):
             obj["usage"] = usage_of(spec)
+        self._json(200, obj)
+
+    def _anthropic_error(self, status, etype, msg, extra=None):
+        self._json(status, {"type": "error", "error": {"type": etype, "message": msg}}, extra)
+
+    def _events(self, events, spec, first_extra=0):
+        """Sends (event, data) pairs as SSE, honouring gap and drop (counted after
+        the first first_extra events)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        gap = int(spec.get("gap", "0")) / 1000.0
+        drop = int(spec.get("drop", "-1"))
+        for i, (ev, data) in enumerate(events):
+            if drop >= 0 and i == drop + first_extra:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if i > 0 and gap > 0 and self._wait_gone(gap):
+                self.close_connection = True
+                return
+            try:
+                self._chunk(b"event: %s\ndata: %s\n\n" % (ev.encode(), json.dumps(data).encode()))
+            except OSError:
+                self.close_connection = True
+                return
+        self._chunk(b"")
+
+    def _responses(self, method, spec, req, name, count):
+        st = self.server.state
+        key = self.headers.get("Authorization", "")
+        m = re.match(r"^/[^/]*/v1/responses/([^/?]+)(/cancel|/input_items)?(\?.*)?$", self.path)
+        if m:
+            rid, sub = m.group(1), m.group(2)
+            with st.lock:
+                have = st.responses.get(rid)
+            if have is None or have["key"] != key or have["name"] != name:
+                self._json(404, {"error": {"message": "No response with id '%s' at %s" % (rid, name),
+                                           "type": "invalid_request_error", "param": None,
+                                           "code": None}})
+                return
+            if method == "DELETE":
+                with st.lock:
+                    st.responses.pop(rid, None)
+                self._json(200, {"id": rid, "object": "response", "deleted": True})
+            elif sub == "/cancel":
+                self._json(200, dict(have["obj"], status="cancelled"))
+            elif sub == "/input_items":
+                self._json(200, {"object": "list", "backend": name, "query": m.group(3) or "",
+                                 "data": [{"id": "msg_in", "type": "message", "role": "user",
+                                           "content": [{"type": "input_text", "text": "hi"}]}],
+                                 "first_id": "msg_in", "last_id": "msg_in", "has_more": False})
+            else:
+                self._json(200, have["obj"])
+            return
+        prev = req.get("previous_response_id")
+        if prev is not None:
+            with st.lock:
+                have = st.responses.get(prev)
+            if have is None or have["key"] != key or have["name"] != name:
+                self._json(404, {"error": {"message": "Previous response with id '%s' not found." % prev,
+                                           "type": "invalid_request_error",
+                                           "param": "previous_response_id", "code": None}})
+                return
+        rid = "resp_%s_%d_%d" % (re.sub(r"[^A-Za-z0-9]", "", name), count, int(time.time() * 1000))
+        u = usage_of(spec)
+        usage = {"input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+                 "total_tokens": u["total_tokens"],
+                 "input_tokens_details": {"cached_tokens": int(spec.get("cached", "0"))},
+                 "output_tokens_details": {"reasoning_tokens": 0}}
+        text = "hello from %s" % name
+        obj = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+               "model": req.get("model"), "backend": name, "previous_response_id": prev,
+               "output": [{"type": "message", "id": "msg_" + rid, "status": "completed",
+                           "role": "assistant",
+                           "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+               "usage": usage}
+        with st.lock:
+            st.responses[rid] = {"obj": obj, "key": key, "name": name}
+        if not req.get("stream"):
+            self._json(200, obj)
+            return
+        pending = dict(obj, status="in_progress", output=[], usage=None)
+        evs = [("response.created", {"type": "response.created", "response": pending}),
+               ("response.in_progress", {"type": "response.in_progress", "response": pending})]
+        if spec.get("failev"):
+            evs.append(("response.failed", {"type": "response.failed", "response": dict(
+                pending, status="failed", error={"code": "server_error", "message": "fake failure"})}))
+        elif spec.get("errevent"):
+            evs.append(("error", {"type": "error", "code": "server_error", "message": "overloaded",
+                                  "param": None}))
+        else:
+            for i in range(int(spec.get("chunks", "3"))):
+                evs.append(("response.output_text.delta", {
+                    "type": "response.output_text.delta", "item_id": "msg_" + rid,
+                    "output_index": 0, "content_index": 0, "delta": "tok%d " % i,
+                    "backend": name}))
+            evs.append(("response.completed", {"type": "response.completed", "response": obj}))
+        for n, (_, d) in enumerate(evs):
+            d["sequence_number"] = n
+        self._events(evs, spec, first_extra=2)
+
+    def _messages(self, spec, req, name):
+        if self.path.endswith("/count_tokens"):
+            self._json(200, {"input_tokens": 42, "backend": name})
+            return
+        u = usage_of(spec)
+        mid = "msg_%s_%d" % (re.sub(r"[^A-Za-z0-9]", "", name), int(time.time() * 1000))
+        text = "hello from %s" % name
+        msg = {"id": mid, "type": "message", "role": "assistant", "model": req.get("model"),
+               "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+               "stop_sequence": None, "backend": name,
+               "usage": {"input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+                         "cache_read_input_tokens": int(spec.get("cached", "0")),
+                         "cache_creation_input_tokens": 0}}
+        if not req.get("stream"):
+            self._json(200, msg)
+            return
+        if spec.get("errevent"):
+            self._events([("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                "message": "Overloaded"}})], spec)
+            return
+        start = dict(msg, content=[], stop_reason=None,
+                     usage=dict(msg["usage"], output_tokens=1))
+        evs = [("message_start", {"type": "message_start", "message": start}),
+               ("content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}}),
+               ("ping", {"type": "ping"})]
+        for i in range(int(spec.get("chunks", "3"))):
+            evs.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": "tok%d " % i},
+                                                "backend": name}))
+        evs += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta",
+                                   "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                   "usage": {"output_tokens": u["completion_tokens"]}}),
+                ("message_stop", {"type": "message_stop"})]
+        self._events(evs, spec, first_extra=3)
+
+    def _form_answer(self, spec, req, form, name):
+        parts = {k: {"filename": fn, "bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()}
+                 for k, (fn, v) in form.items() if k != "model"}
+        u = usage_of(spec)
+        if self.path.endswith("/images/edits") or self.path.endswith("/images/variations"):
+            obj = {"created": int(time.time()), "backend": name, "model": req["model"],
+                   "parts": parts, "data": [{"b64_json": "aGVsbG8="}],
+                   "usage": {"input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+                             "total_tokens": u["total_tokens"]}}
+        else:
+            obj = {"text": "transcribed by %s" % name, "backend": name, "model": req["model"],
+                   "parts": parts}
+        if req.get("stream"):
+            evs = [("transcript.text.delta", {"type": "transcript.text.delta", "delta": "tr%d " % i})
+                   for i in range(int(spec.get("chunks", "3")))]
+            evs.append(("transcript.text.done", {"type": "transcript.text.done", "text": obj["text"]}))
+            self._events(evs, spec)
+            return
         self._json(200, obj)
 
     def _stream(self, spec, req, name):

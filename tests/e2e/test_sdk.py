@@ -149,3 +149,43 @@ def sdk_keyless_any_api_key():
     sdk(["chat", "stream_plain", "models_list"], "--keyless", key=anything, expect="hello from sdk-kl",
         models="m,other")
     assert len(never_saw_client_key("name=sdk-kl", anything)) == 2, requests_for("name=sdk-kl")
+
+
+def sdk_more(cases, key=None):
+    """Runs tests/e2e/sdk_more.mjs (npm openai and @anthropic-ai/sdk); every check must pass."""
+    assert os.path.isdir(os.path.join(E2E, "node_modules", "@anthropic-ai", "sdk")), \
+        "npm @anthropic-ai/sdk missing: scripts/deps.sh test installs it"
+    argv = ["node", os.path.join(E2E, "sdk_more.mjs"), "--port", str(Env.port())]
+    if key is not None:
+        argv += ["--key", key]
+    p = subprocess.run(argv + list(cases), cwd=E2E, capture_output=True, text=True,
+                       errors="replace", timeout=90)
+    bad = [l for l in p.stdout.splitlines() if l.startswith("not ok ")]
+    assert not bad and p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    for c in cases:
+        assert ("- %s: " % c) in p.stdout, (c, p.stdout[-2000:])
+
+
+def more_routing():
+    ant = {"Api": "anthropic"}
+    return {"gpt": one_route("name=sdk-resp"),
+            "gpt-cut": one_route("name=sdk-rcut+chunks=5+drop=2"),
+            "whisper": one_route("name=sdk-mp"),
+            "claude": one_route("name=sdk-ant", **ant),
+            "claude-cut": one_route("name=sdk-acut+chunks=5+drop=2", **ant),
+            "claude-429": one_route("name=sdk-a429+status=429+ra=7", **ant)}
+
+
+@test
+def sdk_responses_audio_images_and_anthropic():
+    Env.routing(more_routing())
+    Env.up.reset()
+    sdk_more(["responses", "responses_stream", "audio_images", "anthropic_messages"])
+    # the multipart bodies went on byte for byte: the file part's hash as sent
+    mp = [e for e in requests_for("name=sdk-mp") if "form" in e]
+    assert len(mp) == 3 and all(e["form"]["model"] == "whisper" for e in mp), mp
+    with keyed():
+        k = make(Name="sdk-more")["Key"]
+        sdk_more(["responses", "anthropic_messages"], key=k)
+        u = key_usage("sdk-more")
+        assert u["Requests"] >= 8 and u["PromptTokens"] > 0, u

@@ -3,6 +3,8 @@
 #include "../../fcgi/meter.c"
 #include "tap.h"
 
+#define METER_CAP_TEST ((size_t)1 << 20)
+
 #include <stdlib.h>
 #include <time.h>
 #if defined(__has_include)
@@ -543,6 +545,56 @@ int main(void)
     ok(meter_usage_json(tail, strlen(tail), &p, &c, &k, &only) && !only &&
            meter_usage_json(tail, strlen(tail) - 3, &p, &c, &k, &only) && only,
        "usage-only: the whole text is the one object");
+    /* a Responses stream: the id from response.created, usage from response.completed */
+    {
+        struct meter r;
+        meter_init(&r, METER_RESPONSES_SSE, false, METER_CAP_TEST);
+        r.want_id = true;
+        const char *ev =
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":"
+            "\"resp_abc\",\"usage\":null}}\n\n"
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+            "\"delta\":\"hi\"}\n\n"
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{"
+            "\"id\":\"resp_abc\",\"usage\":{\"input_tokens\":5,\"output_tokens\":6,"
+            "\"input_tokens_details\":{\"cached_tokens\":2}}}}\n\n";
+        for (size_t i = 0; ev[i]; i++) {
+            buf_reset(&out);
+            meter_stream(&r, ev + i, 1, &out);
+        }
+        ok(strcmp(r.id, "resp_abc") == 0 && r.have && r.prompt == 5 && r.completion == 6 &&
+               r.cached == 2,
+           "Responses: id and usage, fed bytewise");
+        meter_cleanup(&r);
+        meter_init(&r, METER_RESPONSES_SSE, false, METER_CAP_TEST);
+        r.want_id = true;
+        const char *bad = "data: {\"type\":\"response.created\",\"response\":{\"id\":\"a b\"}}\n\n";
+        buf_reset(&out);
+        meter_stream(&r, bad, strlen(bad), &out);
+        ok(r.id[0] == '\0' && out.len == strlen(bad), "an id of other bytes is not kept");
+        meter_cleanup(&r);
+        /* Anthropic: input in message_start, the output total in message_delta */
+        meter_init(&r, METER_ANTHROPIC_SSE, false, METER_CAP_TEST);
+        const char *an =
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{"
+            "\"input_tokens\":10,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\n\n"
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\n"
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":"
+            "25}}\n\n";
+        buf_reset(&out);
+        meter_stream(&r, an, strlen(an), &out);
+        ok(r.have && r.prompt == 13 && r.cached == 3 && r.completion == 25 && out.len == strlen(an),
+           "Anthropic: input with cache reads, the last output total, every event passed");
+        meter_cleanup(&r);
+        meter_init(&r, METER_JSON, false, METER_CAP_TEST);
+        r.want_id = true;
+        const char *body2 =
+            "{\"id\":\"resp_9\",\"object\":\"response\",\"usage\":{\"input_tokens\":1}}";
+        meter_body(&r, body2, strlen(body2));
+        meter_body_end(&r);
+        ok(strcmp(r.id, "resp_9") == 0 && r.prompt == 1, "a Responses body: its id");
+        meter_cleanup(&r);
+    }
     buf_cleanup(&out);
     return tap_done();
 }

@@ -144,5 +144,25 @@ int main(void)
                                : u == REQUEST_USAGE_ADDED && strcmp(edited, usage[i].out) == 0),
            "include_usage for %s -> %s", src, usage[i].asked ? "asked already" : edited);
     }
+    {
+        struct request_info pi;
+        char id[REQUEST_ID_MAX + 1];
+        const char *b1 = "{\"model\":\"m\",\"previous_response_id\":\"resp_\\u0041b\"}";
+        ok(request_scan(b1, strlen(b1), &pi, NULL) == REQUEST_OK &&
+               request_previous_id(b1, &pi, id) && strcmp(id, "resp_Ab") == 0,
+           "previous_response_id decoded");
+        const char *b2 = "{\"model\":\"m\",\"previous_response_id\":null}";
+        ok(request_scan(b2, strlen(b2), &pi, NULL) == REQUEST_OK && pi.prev_len == 0,
+           "previous_response_id null: none");
+        const char *badp[] = {
+            "{\"model\":\"m\",\"previous_response_id\":7}",
+            "{\"model\":\"m\",\"previous_response_id\":\"a b\"}",
+            "{\"model\":\"m\",\"previous_response_id\":\"\"}",
+            "{\"model\":\"m\",\"previous_response_id\":\"a\",\"previous_response_id\":\"a\"}"};
+        for (size_t i = 0; i < ARRAY_LEN(badp); i++) {
+            ok(request_scan(badp[i], strlen(badp[i]), &pi, NULL) == REQUEST_BAD_PREVIOUS,
+               "bad previous_response_id %zu refused", i);
+        }
+    }
     return tap_done();
 }

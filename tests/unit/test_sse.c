@@ -54,5 +54,40 @@ int main(void)
     ok(sse_is_error_payload(" {\"error\":null}", 15), "payload with error key");
     ok(!sse_is_error_payload("[DONE]", 6), "[DONE] is not an error");
     ok(sse_is_error_payload("{\"error\":{\"message\":\"trunc", 26), "truncated error payload");
+    {
+        /* Responses: created and in_progress are held, the next event decides */
+        const char *cases[][2] = {
+            {"event: response.created\ndata: {\"type\":\"response.created\"}\n\n"
+             "event: response.in_progress\ndata: {\"type\":\"response.in_progress\"}\n\n"
+             "event: response.output_text.delta\ndata: "
+             "{\"type\":\"response.output_text.delta\"}\n\n",
+             "d"},
+            {"data: {\"type\":\"response.created\"}\n\ndata: {\"type\":\"response.failed\"}\n\n",
+             "e"},
+            {"event: response.created\ndata: {}\n\nevent: error\ndata: {\"type\":\"error\"}\n\n",
+             "e"},
+            {"event: response.created\ndata: {\"type\":\"response.created\"}\n\n", "m"},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+            const char *s = cases[i][0];
+            for (size_t step = 1; step <= strlen(s); step += 7) {
+                struct sse_peek p;
+                sse_peek_init(&p);
+                p.responses = 1;
+                enum sse_result r = SSE_MORE;
+                size_t e = 0;
+                for (size_t have = 0; have < strlen(s) && r == SSE_MORE;) {
+                    have = have + step > strlen(s) ? strlen(s) : have + step;
+                    r = sse_peek_feed(&p, s, have, &e);
+                }
+                sse_peek_cleanup(&p);
+                char want = cases[i][1][0];
+                ok(r == (want == 'd'   ? SSE_DATA
+                         : want == 'e' ? SSE_ERROR
+                                       : SSE_MORE),
+                   "Responses case %zu, step %zu", i, step);
+            }
+        }
+    }
     return tap_done();
 }
