@@ -147,6 +147,7 @@ try {
     await page.fill(`${card} input[name=ApiKey]`, key);
   }
   await page.fill('[data-backend="0"] input[name=InputCostPerMTok]', "2.5");
+  await page.selectOption('[data-backend="1"] select[name=Api]', "anthropic");
   await page.fill('[data-backend="0"] input[name=OutputCostPerMTok]', "10");
   ok(await page.isVisible("#dirty"), "unsaved changes are flagged");
   await page.click("#save");
@@ -156,6 +157,8 @@ try {
   ok(r.status === 200 && r.body.Strategy === "RoundRobin" && r.body.Backends.length === 2 &&
      r.body.Backends[1].Weight === 3, "the API has the model with two backends");
   ok(JSON.stringify(r.body.Fallbacks) === JSON.stringify(["browser/fb-target"]), "fallback models are saved");
+  ok(r.body.Backends[1].Api === "anthropic" && !("Api" in r.body.Backends[0]),
+     "the API selector saves \"Api\": \"anthropic\" (and leaves the default out)");
   ok(r.body.Backends[0].InputCostPerMTok === 2.5 && r.body.Backends[0].OutputCostPerMTok === 10 &&
      !("InputCostPerMTok" in r.body.Backends[1]), "backend prices are saved (and left out where empty)");
   ok(JSON.stringify(r.body).includes("****0002") && !JSON.stringify(r.body).includes("sk-browser-key"),
@@ -170,6 +173,7 @@ try {
   await page.waitForSelector("#editor:not([hidden])");
   ok(await page.locator("#backends .backend").count() === 2, "both backends are shown");
   ok(await page.inputValue('[data-backend="0"] input[name=ApiKey]') === "****0001", "stored key shown masked");
+  ok(await page.inputValue('[data-backend="1"] select[name=Api]') === "anthropic", "the API shows as saved");
 
   // edit: Weighted, disable the second backend, save
   await page.selectOption("#strategy", "Weighted");
