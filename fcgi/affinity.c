@@ -73,6 +73,14 @@ struct affinity *affinity_open(const char *path, size_t slots, char *err, size_t
         goto out;
     }
     struct header h = {0};
+    if (sb.st_size > 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) && h.magic == 0 &&
+        h.slots == 0) {
+        sb.st_size = 0; /* its maker died before writing the header: made again */
+        if (ftruncate(fd, 0) != 0) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            goto out;
+        }
+    }
     if (sb.st_size == 0) {
         h.magic = MAGIC;
         h.slots = round_slots(slots);
@@ -204,6 +212,8 @@ static bool write_slot(struct affinity *a, size_t i, uint64_t seq, const uint64_
                                      __ATOMIC_RELAXED)) {
         return false;
     }
+    /* the odd sequence is seen before any of the words change */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     for (int k = 1; k < W_COUNT; k++) {
         st(&w[k], v[k]);
     }

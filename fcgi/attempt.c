@@ -235,6 +235,7 @@ static int relay(struct request_ctx *ctx, const char *p, size_t n)
     if (!meter_is_stream(ctx->meter.fmt)) {
         if (ctx->metering || ctx->meter.want_id) {
             meter_body(&ctx->meter, p, n);
+            remember_response(ctx); /* before the client can ask for it */
         }
         return proxy_client_write(ctx, p, n, 1);
     }
@@ -315,7 +316,7 @@ static void end_with_error(struct request_ctx *ctx, enum policy_outcome o)
         break;
     case EP_STREAM_ANTHROPIC:
         buf_append_str(&b, "event: error\ndata: ");
-        reply_anthropic_error_object(&b, o == PO_SHUTDOWN ? "overloaded_error" : "api_error", msg);
+        reply_anthropic_error_object(&b, "api_error", msg);
         buf_append_str(&b, "\n\n");
         break;
     }
@@ -436,6 +437,16 @@ static int on_headers_done(void *ud, int status)
     if (o == PO_ANSWER && ctx->pinned && strcmp(ctx->method, "DELETE") == 0 &&
         ctx->response_id[0] != '\0' && ctx->px->sh->aff != NULL) {
         affinity_forget(ctx->px->sh->aff, ctx->response_id); /* deleted there: gone here too */
+    }
+    if (o == PO_ANSWER && ctx->pinned) {
+        /* a response's follow-up has nowhere else to go: its answer, whatever
+         * it is (an empty one, a HEAD's, a stream that fails), goes on as it
+         * comes, never judged against its backend */
+        apply_health(ctx, PO_ANSWER);
+        ctx->in_cb++;
+        int rc = commit(ctx);
+        ctx->in_cb--;
+        return rc;
     }
     if (o == PO_ANSWER) {
         /* an HTML page is a captive portal or a proxy's error, not an answer */

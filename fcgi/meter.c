@@ -130,8 +130,9 @@ static void typed_event(struct meter *m, const char *data, size_t len)
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "message");
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
         if (cJSON_IsObject(u)) {
+            /* its output count is a placeholder: usage is known (else
+             * estimated) only once message_delta says the total */
             usage_from(u, &m->prompt, &m->completion, &m->cached);
-            m->have = true;
         }
         u = cJSON_GetObjectItemCaseSensitive(root, "usage");
         if (cJSON_IsObject(u)) {
@@ -346,10 +347,99 @@ void meter_stream_end(struct meter *m, struct buf *out)
     m->lf = LF_NONE;
 }
 
+/* A JSON string at p[*i..n) (at its quote): its end, or false if cut. */
+static bool skip_string(const char *p, size_t n, size_t *i)
+{
+    for (size_t k = *i + 1; k < n; k++) {
+        if (p[k] == '\\') {
+            k++;
+        } else if (p[k] == '"') {
+            *i = k + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The top-level "id" of the start of a JSON object body: 1 when found (in
+ * out), 0 when more is needed, -1 when it has none or is not one. */
+static int prefix_id(const char *p, size_t n, char *out, size_t cap)
+{
+    size_t i = 0;
+    int depth = 0;
+    bool key = false; /* at depth 1, the next string is a key */
+    while (i < n) {
+        char c = p[i];
+        if (json_space(c)) {
+            i++;
+        } else if (c == '{' || c == '[') {
+            if (depth == 0 && c != '{') {
+                return -1;
+            }
+            depth++;
+            key = depth == 1;
+            i++;
+        } else if (c == '}' || c == ']') {
+            if (--depth <= 0) {
+                return -1;
+            }
+            i++;
+        } else if (c == ',') {
+            key = depth == 1;
+            i++;
+        } else if (c == '"') {
+            size_t s0 = i;
+            if (!skip_string(p, n, &i)) {
+                return 0;
+            }
+            if (key && i - s0 == 4 && memcmp(p + s0, "\"id\"", 4) == 0) {
+                while (i < n && (json_space(p[i]) || p[i] == ':')) {
+                    i++;
+                }
+                if (i >= n) {
+                    return 0;
+                }
+                size_t v0 = i;
+                if (p[i] != '"') {
+                    return -1;
+                }
+                if (!skip_string(p, n, &i)) {
+                    return 0;
+                }
+                size_t len = i - v0 - 2;
+                if (len == 0 || len >= cap || memchr(p + v0 + 1, '\\', len) != NULL) {
+                    return -1;
+                }
+                memcpy(out, p + v0 + 1, len);
+                out[len] = '\0';
+                return 1;
+            }
+            key = false;
+        } else if (depth == 0) {
+            return -1;
+        } else {
+            i++; /* numbers, literals, ':' */
+        }
+    }
+    return 0;
+}
+
 void meter_body(struct meter *m, const char *p, size_t n)
 {
     if (!m->truncated && buf_append(&m->pending, p, n) != BUF_OK) {
         m->truncated = true;
+    }
+    if (m->want_id && m->id[0] == '\0' && !m->id_done && m->pending.len > 0) {
+        /* the id comes first: known before the last byte goes on, whatever the size */
+        char id[METER_ID_MAX + 1];
+        int r = prefix_id(m->pending.data, m->pending.len, id, sizeof(id));
+        if (r == 1) {
+            cJSON v = {.type = cJSON_String, .valuestring = id};
+            take_id(m, &v);
+        }
+        m->id_done = r != 0 || m->pending.len > 65536;
+    }
+    if (m->truncated) {
         buf_cleanup(&m->pending);
     }
 }
@@ -360,7 +450,7 @@ void meter_body_end(struct meter *m)
     if (!m->truncated && m->pending.len > 0) {
         m->have = meter_usage_json(m->pending.data, m->pending.len, &m->prompt, &m->completion,
                                    &m->cached, &only);
-        if (m->want_id) {
+        if (m->want_id && m->id[0] == '\0') {
             cJSON *root = cJSON_ParseWithLength(m->pending.data, m->pending.len);
             take_id(m, cJSON_GetObjectItemCaseSensitive(root, "id"));
             cJSON_Delete(root);

@@ -39,6 +39,7 @@ struct meter {
     uint64_t prompt, completion, cached;
     bool want_id;              /* a Responses answer: its id is wanted */
     char id[METER_ID_MAX + 1]; /* the id, once seen ("" until then) */
+    bool id_done;              /* JSON: the body's start was searched for it */
     /* SSE: where the line parser stands between two calls (meter.c) */
     bool passing;    /* the current event is past the cap: it goes on as it comes */
     bool line_start; /* no byte of the current line seen yet */

@@ -245,6 +245,12 @@ static bool disposition(struct multipart *mp, const char *v, size_t n, size_t *b
         size_t vlen = 0;
         bool *dup = NULL;
         bool is_name = token_is(v, p0, p1, "name");
+        if (token_is(v, p0, p1, "name*")) {
+            /* RFC 2231's form of the name, which some servers take over the
+             * name: the two could name different fields */
+            *bad = p0;
+            return false;
+        }
         if (is_name) {
             dup = &has_name;
         } else if (token_is(v, p0, p1, "filename")) {
@@ -261,6 +267,14 @@ static bool disposition(struct multipart *mp, const char *v, size_t n, size_t *b
         if (!good) {
             *bad = vstart;
             return false;
+        }
+        for (size_t k = vstart; is_name && k < i; k++) {
+            /* an escape or a byte past ASCII in a name: parsers differ on
+             * what the name is (some decode \x, some do not) */
+            if (v[k] == '\\' || (unsigned char)v[k] >= 0x80) {
+                *bad = k;
+                return false;
+            }
         }
         if (dup != NULL) {
             *dup = true;
@@ -286,6 +300,11 @@ static enum multipart_status header_line(struct multipart *mp, const char *buf, 
     size_t i = skip_token(buf, ls, le);
     if (i == ls || i >= le || buf[i] != ':') {
         return fail(mp, MP_BAD_BODY, i);
+    }
+    if (token_is(buf, ls, i, "content-transfer-encoding")) {
+        /* deprecated for forms (RFC 7578 4.7): a server that decodes it would
+         * read other bytes than those checked here */
+        return fail(mp, MP_BAD_BODY, ls);
     }
     if (!token_is(buf, ls, i, "content-disposition")) {
         return MP_MORE;

@@ -77,6 +77,8 @@ void proxy_settings_from_env(struct proxy_settings *s)
         env_size("LLMPROXY_MAX_MULTIPART_BYTES", (size_t)32 << 20, 1024, (size_t)1 << 31);
     s->responses_max_age_ms =
         (int64_t)env_size("LLMPROXY_RESPONSES_DAYS", 30, 1, 3650) * 86400 * 1000;
+    s->responses_slots =
+        env_size("LLMPROXY_RESPONSES_SLOTS", (size_t)1 << 18, 1024, (size_t)1 << 26);
 }
 
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
@@ -379,10 +381,11 @@ void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, co
 
 /* ---- from the web server ---- */
 
-/* A client header value that may go upstream: printable, no CR/LF. */
+/* A client header value that may go upstream: printable, no CR/LF, not
+ * only white space. */
 static bool header_value_ok(const char *v)
 {
-    if (*v == '\0') {
+    if (v[strspn(v, " \t")] == '\0') {
         return false;
     }
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
@@ -424,6 +427,10 @@ static void prepare_headers(struct request_ctx *ctx)
         /* the body was checked to be JSON, whatever the client labelled it */
         offs[n++] = ctx->hdr_store.len;
         buf_append_str(&ctx->hdr_store, "Content-Type: application/json");
+        buf_append(&ctx->hdr_store, "", 1);
+    } else if (ctx->ep->body == EP_BODY_NONE) {
+        offs[n++] = ctx->hdr_store.len;
+        buf_append_str(&ctx->hdr_store, "Content-Type:"); /* curl: none (a POST without a body) */
         buf_append(&ctx->hdr_store, "", 1);
     } else if (ctx->ep->body == EP_BODY_MULTIPART) {
         /* the client's, with the boundary the body was checked against */
@@ -504,9 +511,14 @@ static bool multipart_check(struct request_ctx *ctx, bool final)
 static bool pin_in(struct request_ctx *ctx, const struct config_model *m,
                    const struct affinity_entry *e)
 {
+    if (ctx->key != NULL && !keys_model_ok(ctx->key, m->name)) {
+        return false; /* never a way into a model the key may not use */
+    }
     for (size_t i = 0; i < m->nbackends; i++) {
         const struct config_backend *b = &m->backends[i];
-        if (b->api != ctx->ep->api || affinity_hash(b->base_url, NULL) != e->backend) {
+        /* a disabled backend gets nothing, follow-ups included (a leaked key) */
+        if (!b->enabled || b->api != ctx->ep->api ||
+            affinity_hash(b->base_url, NULL) != e->backend) {
             continue;
         }
         size_t nkeys = b->nkeys ? b->nkeys : 1;
@@ -577,12 +589,10 @@ static void route_by_id(struct request_ctx *ctx)
 {
     size_t n;
     size_t off = endpoint_id(ctx->ep, ctx->path, &n);
-    if (n > REQUEST_ID_MAX) {
-        n = REQUEST_ID_MAX;
-    }
-    memcpy(ctx->response_id, ctx->path + off, n);
-    ctx->response_id[n] = '\0';
-    if (!pin_response(ctx, ctx->response_id, NULL)) {
+    size_t k = n > REQUEST_ID_MAX ? REQUEST_ID_MAX : n;
+    memcpy(ctx->response_id, ctx->path + off, k);
+    ctx->response_id[k] = '\0';
+    if (n > REQUEST_ID_MAX || !pin_response(ctx, ctx->response_id, NULL)) {
         response_not_found(ctx, ctx->response_id, NULL);
         return;
     }
@@ -618,6 +628,10 @@ static void route_request(struct request_ctx *ctx)
     enum request_status st = ctx->ep->body == EP_BODY_MULTIPART
                                  ? REQUEST_OK
                                  : request_scan(body, ctx->body.len, &ctx->info, &off);
+    if (st == REQUEST_BAD_PREVIOUS && ctx->ep->stream != EP_STREAM_RESPONSES) {
+        st = REQUEST_OK; /* a field only the Responses API reads */
+        ctx->info.prev_len = 0;
+    }
     if (st != REQUEST_OK) {
         char msg[512];
         if (st == REQUEST_BAD_JSON) {
@@ -660,6 +674,16 @@ static void route_request(struct request_ctx *ctx)
     if (ctx->info.stream && ctx->ep->stream == EP_STREAM_CHAT_SSE) {
         ctx->usage_added = request_usage_edit(body, ctx->body.len, &ctx->info, &ctx->usage_edit) ==
                            REQUEST_USAGE_ADDED;
+    }
+    if (ctx->info.background && ctx->ep->stream == EP_STREAM_RESPONSES && ctx->key != NULL &&
+        (ctx->key->tpm > 0 || ctx->key->budget_usd >= 0 || ctx->key->budget_tokens >= 0)) {
+        /* its tokens are known only when it is fetched later, which is not
+         * metered: a limited key could generate past its limits */
+        proxy_answer_error(ctx, 400,
+                           "Background responses are not available to an API key with a token "
+                           "limit or budget.",
+                           "invalid_request_error", "background", "background_not_allowed", NULL);
+        return;
     }
     ctx->asked = ctx->model;
     if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {

@@ -23,6 +23,7 @@ struct proxy_settings {
     int keyless_remote;      /* LLMPROXY_ALLOW_KEYLESS_REMOTE=1: keyless mode serves anyone */
     size_t max_multipart;    /* LLMPROXY_MAX_MULTIPART_BYTES: a multipart body, 32 MiB */
     int64_t responses_max_age_ms; /* LLMPROXY_RESPONSES_DAYS: affinity kept, 30 days */
+    size_t responses_slots; /* LLMPROXY_RESPONSES_SLOTS: ids the table holds (when made), 2^18 */
 };
 
 void proxy_settings_from_env(struct proxy_settings *s);

@@ -197,7 +197,7 @@ int main(int argc, char **argv)
     /* usage goes to usage.db from a writer thread; a CGI process writes at exit */
     struct usage_writer *usage = usage_writer_new(dir, !cgi);
     snprintf(path, sizeof(path), "%s/responses.state", dir);
-    struct affinity *aff = affinity_open(path, AFFINITY_DEFAULT_SLOTS, err, sizeof(err));
+    struct affinity *aff = affinity_open(path, set.responses_slots, err, sizeof(err));
     if (aff == NULL) {
         LOG_ERROR("responses table unavailable, follow-ups only reach responses made by this "
                   "process: %s",

@@ -271,6 +271,8 @@ static int scan_object(struct scan *s, struct request_info *info, int *models)
                     info->stream_bad |= !info->stream && !(vl == 5 && memcmp(v, "false", 5) == 0) &&
                                         !(vl == 4 && memcmp(v, "null", 4) == 0);
                     info->n_stream++;
+                } else if (strcmp(key, "background") == 0) {
+                    info->background = (size_t)(s->p - v) == 4 && memcmp(v, "true", 4) == 0;
                 } else if (strcmp(key, "previous_response_id") == 0) {
                     info->n_prev++;
                     info->prev_off = (size_t)(v - s->start);
@@ -396,6 +398,12 @@ enum request_status request_scan(const char *body, size_t len, struct request_in
     if (info->stream_bad) {
         return REQUEST_STREAM_NOT_BOOL;
     }
+    if (info->n_stream > 1 || info->n_so > 1 ||
+        (info->so_len > 0 && body[info->so_off] == '{' &&
+         count_member(body, info->so_off, info->so_len, "include_usage") > 1)) {
+        return REQUEST_DUP_STREAM;
+    }
+    /* last: an endpoint that has no use for the field may pass over this verdict */
     char prev[REQUEST_ID_MAX + 1];
     if (info->n_prev > 1 ||
         (info->prev_len > 0 &&
@@ -405,11 +413,6 @@ enum request_status request_scan(const char *body, size_t len, struct request_in
     }
     if (info->n_prev == 1 && info->prev_len == 4 && memcmp(body + info->prev_off, "null", 4) == 0) {
         info->prev_len = 0; /* null: none */
-    }
-    if (info->n_stream > 1 || info->n_so > 1 ||
-        (info->so_len > 0 && body[info->so_off] == '{' &&
-         count_member(body, info->so_off, info->so_len, "include_usage") > 1)) {
-        return REQUEST_DUP_STREAM;
     }
     return REQUEST_OK;
 }

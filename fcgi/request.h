@@ -25,7 +25,9 @@ enum request_status {
      * differ on which wins, so llmproxy and the backend could disagree */
     REQUEST_DUP_STREAM = -8,
     REQUEST_STREAM_NOT_BOOL = -9, /* "stream" neither true, false nor null */
-    REQUEST_BAD_PREVIOUS = -10,   /* "previous_response_id" twice, or not a string of id bytes */
+    /* "previous_response_id" twice, or not a string of id bytes; returned
+     * only when nothing else is wrong */
+    REQUEST_BAD_PREVIOUS = -10,
 };
 
 struct request_info {
@@ -41,6 +43,7 @@ struct request_info {
     /* a top-level "previous_response_id" (Responses): its value's span; prev_len 0: absent */
     size_t prev_off, prev_len;
     unsigned n_prev;
+    bool background; /* "background": true (Responses) */
 };
 
 /* One change to a body: del bytes at off give way to ins. */

@@ -265,6 +265,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self._api("DELETE")
 
+    def do_HEAD(self):
+        self._api("HEAD")
+
     def _json(self, status, obj, extra=None):
         body = json.dumps(obj).encode()
         self.send_response(status)
@@ -280,7 +283,8 @@ class Handler(BaseHTTPRequestHandler):
         if "bighdr" in getattr(self, "spec", {}):
             self.send_header("x-request-id", "r" * int(self.spec["bighdr"]))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _chunked_with_trailer(self, status, body):
         self.send_response(status)

@@ -109,6 +109,15 @@ def responses_affinity():
         assert r.status == 200 and r.json()["previous_response_id"] == rid, (rid, r.body[:300])
         r = fetch(Env.port(), "POST", "/v1/responses/%s/cancel" % rid, b"")
         assert r.status == 200 and r.json()["status"] == "cancelled", r.body[:300]
+    # HEAD: the backend's headers, never judged an empty answer
+    rid = made[1][0]
+    for _ in range(4):
+        r = fetch(Env.port(), "HEAD", "/v1/responses/" + rid)
+        assert r.status == 200 and r.body == b"", (r.status, r.body[:200])
+    assert fetch(Env.port(), "GET", "/v1/responses/" + rid).status == 200  # no circuit opened
+    # a bodiless POST goes without a Content-Type
+    cancel = [e for e in Env.up.requests() if e["path"].endswith("/cancel")][-1]
+    assert "content-type" not in cancel["headers"] and cancel["headers"]["content-length"] == "0", cancel
     # the follow-up's method reaches the backend as it came
     rid = made[0][0]
     r = fetch(Env.port(), "DELETE", "/v1/responses/" + rid)
@@ -137,6 +146,25 @@ def responses_affinity():
         lim = make(Name="aff-lim", Models=["other"])
         r = fetch(Env.port(), "GET", "/v1/responses/" + rid, None, bearer(lim["Key"]))
         assert r.status == 404, r.body
+        # previous_response_id never leads a key into a model it may not use:
+        # the backend that made it now serves only "other"
+        c = make(Name="aff-c", Models=["gpt"])
+        rid = post("/v1/responses", {"model": "gpt", "input": "x"}, bearer(c["Key"])).json()["id"]
+        Env.routing({"gpt": {"Strategy": "Failover", "Backends": [backend("z", U("name=af-z"))]},
+                     "other": {"Strategy": "Failover", "Backends": [
+                         backend("one", U("name=af-one"), keys=keys),
+                         backend("two", U("name=af-two"), keys=keys)]}})
+        r = post("/v1/responses", {"model": "gpt", "input": "x", "previous_response_id": rid},
+                 bearer(c["Key"]))
+        assert r.status == 404 and r.json()["error"]["code"] == "previous_response_not_found", r.body
+        # a background response's tokens are not known when it is made: refused to limited keys
+        lim2 = make(Name="aff-budget", BudgetTokens=1000)
+        r = post("/v1/responses", {"model": "other", "input": "x", "background": True},
+                 bearer(lim2["Key"]))
+        assert r.status == 400 and r.json()["error"]["param"] == "background", r.body
+        r = post("/v1/responses", {"model": "other", "input": "x", "background": True},
+                 bearer(a["Key"]))
+        assert r.status == 200, r.body[:300]
 
 
 def anthropic_routing():
@@ -223,6 +251,8 @@ def anthropic_stream_failover_and_error_event():
     assert r.status == 200 and evs[-1] == ("error", {"type": "error", "error": {
         "type": "api_error", "message": evs[-1][1]["error"]["message"]}}), evs
     assert [e for e, _ in evs].count("content_block_delta") == 2, evs
+    line = [x for x in Env.server.log()[-6000:].splitlines() if "/messages model=claude" in x][-1]
+    assert "usage=estimated" in line, line  # a cut stream's output is unknown: estimated, never 1
     # every backend failing: the verdict in the Anthropic shape, with Retry-After for 429s
     Env.routing({"claude": {"Strategy": "Failover", "Backends": [
         dict(backend("r", U("name=an-429+status=429+ra=7")), Api="anthropic")]}})
@@ -295,6 +325,9 @@ def multipart_hostile_bodies_get_clear_400s():
         ("model twice", form([("model", "whisper"), ("model", "whisper")])[0], ctype, "model"),
         ("no model", form([("file", ("a", b"x"))])[0], ctype, "you must provide a model parameter"),
         ("bare LF", good.replace(b"\r\n", b"\n"), ctype, ""),
+        ("name* beside name", good.replace(b'name="model"', b'name="x"; name*=UTF-8\'\'model'), ctype, ""),
+        ("an escaped name", good.replace(b'name="model"', b'name="mod\\el"'), ctype, ""),
+        ("Content-Transfer-Encoding", good.replace(b'name="model"\r\n', b'name="model"\r\nContent-Transfer-Encoding: base64\r\n'), ctype, ""),
     ]
     for what, body, ct, words in cases:
         r = post(path, body, {"Content-Type": ct})

@@ -42,6 +42,7 @@ int main(void)
             affinity_put(b, "resp_child", &e2);
         }
         affinity_close(b);
+        affinity_close(a);
         _exit(rc);
     }
     int status = 0;
