@@ -369,7 +369,9 @@ void proxy_answer_error(struct request_ctx *ctx, int status, const char *msg, co
         buf_append_str(&h, extra != NULL ? extra : "");
         client_headers(ctx, &h);
         buf_append(&h, "", 1);
-        if (ctx->ep != NULL && ctx->ep->errors == EP_ERRORS_ANTHROPIC) {
+        /* the Anthropic API's paths, known or not, hear its shape */
+        if (ctx->ep != NULL ? ctx->ep->errors == EP_ERRORS_ANTHROPIC
+                            : strncmp(ctx->path, "/v1/messages/", 13) == 0) {
             reply_anthropic_error(ctx->conn, status, msg, h.data);
         } else {
             reply_error(ctx->conn, status, msg, type, param, code, h.data);

@@ -218,6 +218,8 @@ def anthropic_messages():
         "type": "invalid_request_error", "message": "you must provide a model parameter"}}, r.body
     r = post("/v1/messages", dict(body, model="nope"))
     assert r.status == 404 and r.json()["error"]["type"] == "not_found_error", r.body
+    r = post("/v1/messages/batches", body)
+    assert r.status == 404 and r.json()["error"]["type"] == "not_found_error", r.body
     # the other endpoints reach only the openai backends
     r = post("/v1/chat/completions", {"model": "claude", "messages": []})
     assert r.status == 200 and served_by(r) == "an-openai", r.body[:300]

@@ -162,3 +162,29 @@ def cgi_stop_and_sanitizers():
     reports = Cgi.server.sanitizer_reports()
     Cgi.server = None
     assert not reports, "\n".join(reports)[-3000:]
+
+
+@test(servers=("lighttpd",))
+def cgi_responses_affinity_and_anthropic():
+    """A process per request: a response made by one is found by the next (responses.state)."""
+    keys = ["ck-a", "ck-b"]
+    routing({"gpt": {"Strategy": "RoundRobin", "Backends": [
+        backend("one", U("name=cgi-af-one"), keys=keys), backend("two", U("name=cgi-af-two"), keys=keys)]},
+        "claude": {"Strategy": "Failover", "Backends": [
+            dict(backend("a", U("name=cgi-ant")), Api="anthropic")]}})
+    p = cgi_port()
+    for i in range(4):
+        s, h, b = request(p, "POST", "/v1/responses", {"model": "gpt", "input": "hi %d" % i})
+        assert s == 200, b
+        rid = json.loads(b)["id"]
+        s, h, b = request(p, "GET", "/v1/responses/" + rid)
+        assert s == 200 and json.loads(b)["id"] == rid, (s, b)
+        s, h, b = request(p, "POST", "/v1/responses", {"model": "gpt", "input": "more",
+                                                       "previous_response_id": rid})
+        assert s == 200 and json.loads(b)["previous_response_id"] == rid, (s, b)
+    s, h, b = request(p, "GET", "/v1/responses/resp_unknown")
+    assert s == 404 and json.loads(b)["error"]["code"] == "response_not_found", b
+    s, h, b = request(p, "POST", "/v1/messages", {"model": "claude", "max_tokens": 5, "messages": []})
+    assert s == 200 and json.loads(b)["type"] == "message", b
+    s, h, b = request(p, "POST", "/v1/messages", {"max_tokens": 5, "messages": []})
+    assert s == 400 and json.loads(b)["type"] == "error", b
