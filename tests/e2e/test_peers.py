@@ -5,7 +5,7 @@ import os
 import subprocess
 import urllib.request
 
-from harness import ROOT, backend, chat
+from harness import ROOT, backend, chat, fetch
 from test_proxy import Env, test
 
 
@@ -54,5 +54,39 @@ def strict_node_backend_chat_and_stream():
             low = sorted(n.lower() for n in e["names"])
             assert low == sorted(["host", "accept", "authorization", "content-type",
                                   "content-length", "user-agent", "x-stainless-lang"]), e["names"]
+    finally:
+        stop_node()
+
+
+@test
+def strict_node_backend_rest_of_the_api():
+    """Responses by id, Anthropic Messages and multipart through Node's llhttp and
+    undici's FormData parser."""
+    from test_api_more import form
+    url = node_upstream()
+    try:
+        Env.routing({"gpt": {"Strategy": "Failover", "Backends": [backend("node", url, keys=["sk-node-1"])]},
+                     "whisper": {"Strategy": "Failover", "Backends": [
+                         backend("node", url, keys=["sk-node-1"], model="whisper-up")]},
+                     "claude": {"Strategy": "Failover", "Backends": [
+                         dict(backend("node", url, keys=["sk-node-ant"]), Api="anthropic")]}})
+        data = bytes(range(256)) * 300 + b"\r\n--x\r\n"
+        body, ctype = form([("model", "whisper"), ("file", ("a.wav", data)), ("language", "en")])
+        r = fetch(Env.port(), "POST", "/v1/audio/transcriptions", body, {"Content-Type": ctype})
+        assert r.status == 200, (r.status, r.body[:300])
+        got = r.json()
+        assert got["model"] == "whisper-up" and got["models"] == 1 and got["file_bytes"] == len(data) and \
+            got["file_sum"] == sum(data) % 65521, got
+        r = fetch(Env.port(), "POST", "/v1/messages", {"model": "claude", "max_tokens": 5, "messages": []},
+                  {"anthropic-beta": "x-1"})
+        assert r.status == 200 and r.json()["content"][0]["text"] == "strict-ant", (r.status, r.body[:300])
+        r = fetch(Env.port(), "POST", "/v1/responses", {"model": "gpt", "input": "hi"})
+        assert r.status == 200, (r.status, r.body[:300])
+        rid = r.json()["id"]
+        for method, path in (("GET", ""), ("POST", "/cancel"), ("GET", "/input_items"), ("DELETE", "")):
+            r = fetch(Env.port(), method, "/v1/responses/%s%s" % (rid, path), b"" if method == "POST" else None)
+            assert r.status == 200 and r.json()["method"] == method, (method, path, r.status, r.body[:300])
+        names = [sorted(n.lower() for n in e["names"]) for e in node_log()]
+        assert all(len(n) == len(set(n)) for n in names), names
     finally:
         stop_node()
