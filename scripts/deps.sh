@@ -49,8 +49,9 @@ npm_deps() {
     dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e"
     # playwright-core for the browser test, openai (the Node SDK) for tests/e2e/test_sdk.py
     [ -d "$dir/node_modules/playwright-core" ] && [ -d "$dir/node_modules/openai" ] &&
-        [ -d "$dir/node_modules/@anthropic-ai/sdk" ] && return 0
-    echo "llmproxy: installing playwright-core and openai (npm) for the browser and SDK tests" >&2
+        [ -d "$dir/node_modules/@anthropic-ai/sdk" ] && [ -d "$dir/node_modules/@anthropic-ai/claude-code" ] &&
+        return 0
+    echo "llmproxy: installing playwright-core, openai, @anthropic-ai/sdk and claude-code (npm) for the browser and SDK tests" >&2
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 

@@ -189,3 +189,36 @@ def sdk_responses_audio_images_and_anthropic():
         sdk_more(["responses", "anthropic_messages"], key=k)
         u = key_usage("sdk-more")
         assert u["Requests"] >= 8 and u["PromptTokens"] > 0, u
+
+
+@test
+def claude_code_through_llmproxy():
+    """Claude Code itself (npm @anthropic-ai/claude-code, pinned), as a user runs it:
+    ANTHROPIC_BASE_URL at llmproxy, a client key as its token, one print-mode turn."""
+    cli = os.path.join(E2E, "node_modules", "@anthropic-ai", "claude-code", "cli.js")
+    assert os.path.exists(cli), "npm @anthropic-ai/claude-code missing: scripts/deps.sh test installs it"
+    ant = {"Api": "anthropic"}
+    Env.routing({"claude": {"Strategy": "Failover", "Backends": [
+        dict(backend("down", U("name=cc-down+status=529"), keys=["sk-ant-1"]), **ant),
+        dict(backend("up", U("name=cc-up+ptok=12+ctok=34"), keys=["sk-ant-2"]), **ant)]}})
+    home = os.path.join(Env.server.state, "cc-home")
+    os.makedirs(home, exist_ok=True)
+    with keyed():
+        k = make(Name="claude-code")["Key"]
+        Env.up.reset()
+        env = dict(os.environ, ANTHROPIC_BASE_URL="http://127.0.0.1:%d" % Env.port(),
+                   ANTHROPIC_AUTH_TOKEN=k, ANTHROPIC_MODEL="claude", ANTHROPIC_SMALL_FAST_MODEL="claude",
+                   DISABLE_TELEMETRY="1", DISABLE_ERROR_REPORTING="1", DISABLE_AUTOUPDATER="1",
+                   CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=home)
+        env.pop("ANTHROPIC_API_KEY", None)
+        p = subprocess.run(["node", cli, "-p", "say hi", "--output-format", "json"], env=env, cwd=home,
+                           capture_output=True, text=True, errors="replace", timeout=90)
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out["is_error"] is False and out["result"].startswith("tok0"), out
+        got = requests_for("name=cc-up")
+        assert got and all(e["headers"]["x-api-key"] == "sk-ant-2" and "authorization" not in e["headers"]
+                           for e in got), [e["headers"] for e in got]
+        assert k not in json.dumps(Env.up.requests()), "the client key reached a backend"
+        assert len(requests_for("name=cc-down")) >= 1  # failed over invisibly
+        assert key_usage("claude-code")["PromptTokens"] >= 12, key_usage("claude-code")
