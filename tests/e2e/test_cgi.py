@@ -155,16 +155,6 @@ def cgi_keys_limits_budgets_and_usage():
 
 
 @test(servers=("lighttpd",))
-def cgi_stop_and_sanitizers():
-    if Cgi.server is None:
-        return
-    Cgi.server.stop()
-    reports = Cgi.server.sanitizer_reports()
-    Cgi.server = None
-    assert not reports, "\n".join(reports)[-3000:]
-
-
-@test(servers=("lighttpd",))
 def cgi_responses_affinity_and_anthropic():
     """A process per request: a response made by one is found by the next (responses.state)."""
     keys = ["ck-a", "ck-b"]
@@ -188,3 +178,14 @@ def cgi_responses_affinity_and_anthropic():
     assert s == 200 and json.loads(b)["type"] == "message", b
     s, h, b = request(p, "POST", "/v1/messages", {"max_tokens": 5, "messages": []})
     assert s == 400 and json.loads(b)["type"] == "error", b
+
+
+@test(servers=("lighttpd",))
+def cgi_stop_and_sanitizers():
+    if Cgi.server is None:
+        return
+    Cgi.server.stop()
+    reports = Cgi.server.sanitizer_reports()
+    Cgi.server = None
+    assert not reports, "\n".join(reports)[-3000:]
+
