@@ -213,7 +213,7 @@ static int commit(struct request_ctx *ctx)
  * which backend and key made it, for its follow-ups. */
 static void remember_response(struct request_ctx *ctx)
 {
-    if (ctx->response_saved || ctx->meter.id[0] == '\0' || ctx->px->sh->aff == NULL) {
+    if (ctx->response_saved || ctx->meter.id[0] == '\0') {
         return;
     }
     const struct config_backend *b = ctx->backend;
@@ -224,7 +224,7 @@ static void remember_response(struct request_ctx *ctx)
         .owner = ctx->key != NULL ? affinity_hash(ctx->key->id, NULL) : 0,
         .created_ms = affinity_now_ms(),
     };
-    affinity_put(ctx->px->sh->aff, ctx->meter.id, &e);
+    affinity_put(proxy_affinity(ctx->px->sh), ctx->meter.id, &e);
     ctx->response_saved = 1;
 }
 
@@ -435,8 +435,9 @@ static int on_headers_done(void *ud, int status)
     ctx->status = status;
     enum policy_outcome o = policy_status(status);
     if (o == PO_ANSWER && ctx->pinned && strcmp(ctx->method, "DELETE") == 0 &&
-        ctx->response_id[0] != '\0' && ctx->px->sh->aff != NULL) {
-        affinity_forget(ctx->px->sh->aff, ctx->response_id); /* deleted there: gone here too */
+        ctx->response_id[0] != '\0') {
+        affinity_forget(proxy_affinity(ctx->px->sh),
+                        ctx->response_id); /* deleted there: gone here too */
     }
     if (o == PO_ANSWER && ctx->pinned) {
         /* a response's follow-up has nowhere else to go: its answer, whatever

@@ -82,11 +82,9 @@ void proxy_settings_from_env(struct proxy_settings *s)
 }
 
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
-                                      struct affinity *aff, const char *dir,
-                                      struct usage_writer *usage)
+                                      const char *dir, struct usage_writer *usage)
 {
     struct proxy_shared *sh = xcalloc(1, sizeof(*sh));
-    sh->aff = aff;
     sh->set = *s;
     sh->dir = dir;
     sh->usage = usage;
@@ -95,8 +93,27 @@ struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct sta
     return sh;
 }
 
+struct affinity *proxy_affinity(struct proxy_shared *sh)
+{
+    if (sh->aff == NULL) {
+        char path[4096], err[512];
+        snprintf(path, sizeof(path), "%s/responses.state", sh->dir);
+        sh->aff = affinity_open(path, sh->set.responses_slots, err, sizeof(err));
+        if (sh->aff == NULL) {
+            LOG_ERROR("responses table unavailable, follow-ups only reach responses made by "
+                      "this process: %s",
+                      err);
+            sh->aff = affinity_private(AFFINITY_WAYS * 1024);
+        }
+    }
+    return sh->aff;
+}
+
 void proxy_shared_free(struct proxy_shared *sh)
 {
+    if (sh != NULL) {
+        affinity_close(sh->aff);
+    }
     free(sh);
 }
 
@@ -545,7 +562,7 @@ static bool pin_response(struct request_ctx *ctx, const char *id, const struct c
 {
     struct proxy_shared *sh = ctx->px->sh;
     struct affinity_entry e;
-    if (sh->aff == NULL || !affinity_get(sh->aff, id, sh->set.responses_max_age_ms, &e) ||
+    if (!affinity_get(proxy_affinity(sh), id, sh->set.responses_max_age_ms, &e) ||
         e.owner != (ctx->key != NULL ? affinity_hash(ctx->key->id, NULL) : 0)) {
         return false;
     }

@@ -32,10 +32,13 @@ void proxy_settings_from_env(struct proxy_settings *s);
 struct proxy_shared;
 /* dir: the state dir; usage may be NULL (nothing recorded). */
 struct usage_writer;
-struct affinity;
 struct proxy_shared *proxy_shared_new(const struct proxy_settings *s, struct state *st,
-                                      struct affinity *aff, const char *dir,
-                                      struct usage_writer *usage);
+                                      const char *dir, struct usage_writer *usage);
+/* The Responses table (STATE_DIR/responses.state), mapped at the first call:
+ * call it once before the loops' threads start, or from a process's only
+ * thread (CGI). A table that cannot be mapped is this process's own (logged). */
+struct affinity;
+struct affinity *proxy_affinity(struct proxy_shared *sh);
 void proxy_shared_free(struct proxy_shared *sh);
 
 /* The requests of one loop. listen_fd: the FastCGI socket to accept on;

@@ -196,15 +196,12 @@ int main(int argc, char **argv)
     }
     /* usage goes to usage.db from a writer thread; a CGI process writes at exit */
     struct usage_writer *usage = usage_writer_new(dir, !cgi);
-    snprintf(path, sizeof(path), "%s/responses.state", dir);
-    struct affinity *aff = affinity_open(path, set.responses_slots, err, sizeof(err));
-    if (aff == NULL) {
-        LOG_ERROR("responses table unavailable, follow-ups only reach responses made by this "
-                  "process: %s",
-                  err);
-        aff = affinity_private(AFFINITY_WAYS * 1024);
+    struct proxy_shared *sh = proxy_shared_new(&set, st, dir, usage);
+    if (!cgi) {
+        /* now, before the loops' threads; a CGI process maps it only if its
+         * one request is a Responses call */
+        proxy_affinity(sh);
     }
-    struct proxy_shared *sh = proxy_shared_new(&set, st, aff, dir, usage);
     struct app app = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1, .drain_ms = set.drain_ms};
     if (!cgi) {
         app.listen_fd = socket_path != NULL ? conn_listen_unix(socket_path) : 0;
@@ -258,7 +255,6 @@ int main(int argc, char **argv)
     usage_writer_free(usage);
     snapshot_cleanup();
     state_close(st);
-    affinity_close(aff);
     curl_global_cleanup();
     return 0;
 }
