@@ -594,6 +594,33 @@ int main(void)
         meter_body_end(&r);
         ok(strcmp(r.id, "resp_9") == 0 && r.prompt == 1, "a Responses body: its id");
         meter_cleanup(&r);
+        /* the id from the body's start, before its end has come, at any split */
+        const char *bodies[][2] = {
+            {"{\"id\":\"resp_first\",\"object\":\"response\",\"output\":[", "resp_first"},
+            {"{\"object\":\"response\",\"meta\":{\"id\":\"inner\",\"x\":[{\"id\":1}]},\"s\":"
+             "\"a\\\"id\\\"\","
+             "\"id\" : \"resp_late\",\"output\":[",
+             "resp_late"},
+            {"{\"object\":\"response\",\"ids\":[\"id\"],\"id\":\"resp_x\"", "resp_x"},
+            {"{\"id\":7,\"object\":\"response\"", ""},
+            {"[{\"id\":\"resp_no\"}", ""},
+            {"{\"id\":\"a\\u0062\"", ""},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(bodies); i++) {
+            const char *b = bodies[i][0];
+            bool all = true;
+            for (size_t step = 1; step <= strlen(b); step++) {
+                meter_init(&r, METER_JSON, false, METER_CAP_TEST);
+                r.want_id = true;
+                for (size_t at = 0; at < strlen(b); at += step) {
+                    size_t piece = strlen(b) - at < step ? strlen(b) - at : step;
+                    meter_body(&r, b + at, piece);
+                }
+                all &= strcmp(r.id, bodies[i][1]) == 0;
+                meter_cleanup(&r);
+            }
+            ok(all, "a body's start gives the id '%s' at every split (%zu)", bodies[i][1], i);
+        }
     }
     buf_cleanup(&out);
     return tap_done();
