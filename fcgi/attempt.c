@@ -439,17 +439,7 @@ static int on_headers_done(void *ud, int status)
         affinity_forget(proxy_affinity(ctx->px->sh),
                         ctx->response_id); /* deleted there: gone here too */
     }
-    if (o == PO_ANSWER && ctx->pinned) {
-        /* a response's follow-up has nowhere else to go: its answer, whatever
-         * it is (an empty one, a HEAD's, a stream that fails), goes on as it
-         * comes, never judged against its backend */
-        apply_health(ctx, PO_ANSWER);
-        ctx->in_cb++;
-        int rc = commit(ctx);
-        ctx->in_cb--;
-        return rc;
-    }
-    if (o == PO_ANSWER) {
+    if (o == PO_ANSWER && !ctx->pinned) {
         /* an HTML page is a captive portal or a proxy's error, not an answer */
         ctx->at = ctx->html ? AT_DISCARD : AT_HOLD;
         if (ctx->html) {
@@ -458,10 +448,11 @@ static int on_headers_done(void *ud, int status)
         }
         return 0;
     }
-    if (policy_rule(o)->action == PA_RELAY || (ctx->pinned && o != PO_ANSWER)) {
+    if (policy_rule(o)->action == PA_RELAY || ctx->pinned) {
         /* the client's own mistake: relay it, as it is; the backend is fine.
-         * (A response's follow-up has nowhere else to go: its backend's
-         * answer, whatever it is, says more than a verdict would.) */
+         * A response's follow-up has nowhere else to go: its backend's
+         * answer, whatever it is (an empty one, a HEAD's, an error, a stream
+         * that fails), goes on as it comes, never judged against it. */
         apply_health(ctx, o);
         ctx->in_cb++;
         int rc = commit(ctx);

@@ -21,6 +21,25 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* A byte of the ids llmproxy routes by (Responses ids): [A-Za-z0-9_.-]. */
+static inline bool id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+/* s is one or more such bytes. */
+static inline bool id_string(const char *s)
+{
+    if (*s == '\0') {
+        return false;
+    }
+    while (id_char(*s)) {
+        s++;
+    }
+    return *s == '\0';
+}
+
 /* Value of a hexadecimal digit, -1 for any other character. */
 int hex_digit(char c);
 

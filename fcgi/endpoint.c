@@ -60,12 +60,6 @@ static const struct endpoint table[] = {
     LOCAL("/health", false, EP_HEALTH, false),
 };
 
-static bool id_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-' || c == '.';
-}
-
 size_t endpoint_id(const struct endpoint *ep, const char *path, size_t *len)
 {
     size_t off = strlen(ep->path);

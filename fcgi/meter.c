@@ -63,23 +63,19 @@ static void usage_from(const cJSON *u, uint64_t *prompt, uint64_t *completion, u
     }
 }
 
-/* An id as llmproxy keeps it: [A-Za-z0-9_.-], 1 to METER_ID_MAX bytes. */
-static void take_id(struct meter *m, const cJSON *v)
+/* Keeps an id that is 1 to METER_ID_MAX bytes of [A-Za-z0-9_.-] (NULL: none). */
+static void take_id(struct meter *m, const char *s)
 {
-    if (!cJSON_IsString(v) || v->valuestring == NULL) {
-        return;
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n > 0 && n <= METER_ID_MAX && id_string(s)) {
+        memcpy(m->id, s, n + 1);
     }
-    size_t n = strlen(v->valuestring);
-    if (n == 0 || n > METER_ID_MAX) {
-        return;
-    }
-    for (const char *c = v->valuestring; *c; c++) {
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '_' || *c == '-' || *c == '.')) {
-            return;
-        }
-    }
-    memcpy(m->id, v->valuestring, n + 1);
+}
+
+/* The string of a JSON value, NULL when it is none. */
+static const char *json_string(const cJSON *v)
+{
+    return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
@@ -117,7 +113,7 @@ static void typed_event(struct meter *m, const char *data, size_t len)
     if (m->fmt == METER_RESPONSES_SSE) {
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "response");
         if (m->want_id && m->id[0] == '\0' && cJSON_IsObject(r)) {
-            take_id(m, cJSON_GetObjectItemCaseSensitive(r, "id"));
+            take_id(m, json_string(cJSON_GetObjectItemCaseSensitive(r, "id")));
         }
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
         if (cJSON_IsObject(u)) {
@@ -434,8 +430,7 @@ void meter_body(struct meter *m, const char *p, size_t n)
         char id[METER_ID_MAX + 1];
         int r = prefix_id(m->pending.data, m->pending.len, id, sizeof(id));
         if (r == 1) {
-            cJSON v = {.type = cJSON_String, .valuestring = id};
-            take_id(m, &v);
+            take_id(m, id);
         }
         m->id_done = r != 0 || m->pending.len > 65536;
     }
@@ -452,7 +447,7 @@ void meter_body_end(struct meter *m)
                                    &m->cached, &only);
         if (m->want_id && m->id[0] == '\0') {
             cJSON *root = cJSON_ParseWithLength(m->pending.data, m->pending.len);
-            take_id(m, cJSON_GetObjectItemCaseSensitive(root, "id"));
+            take_id(m, json_string(cJSON_GetObjectItemCaseSensitive(root, "id")));
             cJSON_Delete(root);
         }
     }

@@ -453,14 +453,8 @@ bool request_previous_id(const char *body, const struct request_info *info,
 {
     if (info->prev_len < 3 || body[info->prev_off] != '"' ||
         !decode_string(body + info->prev_off, info->prev_len, out, REQUEST_ID_MAX) ||
-        out[0] == '\0') {
+        !id_string(out)) {
         return false;
-    }
-    for (const char *c = out; *c; c++) {
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '_' || *c == '-' || *c == '.')) {
-            return false;
-        }
     }
     return true;
 }

@@ -383,22 +383,17 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         } else if (strcmp(rq->method, "GET") != 0) {
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
         }
-    } else if (x->npieces == 0) {
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-    } else if (x->npieces == 1) {
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body[0].p);
     } else {
-        /* several pieces are read in turn: no copy of the whole body */
         curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
-        curl_easy_setopt(e, CURLOPT_READDATA, x);
-        curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
-        curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-    }
-    if (x->npieces > 0 && (rq->method == NULL || strcmp(rq->method, "POST") == 0)) {
+        if (x->npieces <= 1) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->npieces == 1 ? x->body[0].p : "");
+        } else {
+            /* several pieces are read in turn: no copy of the whole body */
+            curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+            curl_easy_setopt(e, CURLOPT_READDATA, x);
+            curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_cb);
+            curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
+        }
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, total);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);

@@ -11,28 +11,12 @@ import OpenAI, { toFile } from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { parseArgs } from 'node:util';
 import { createHash } from 'node:crypto';
+import { check, runCases } from './tap.mjs';
 
 const { values: opt, positionals: cases } = parseArgs({
   allowPositionals: true,
   options: { port: { type: 'string' }, key: { type: 'string', default: 'sk-keyless-anything' } },
 });
-
-let n = 0;
-let failed = 0;
-function check(cond, name, diag) {
-  n++;
-  if (cond) {
-    console.log(`ok ${n} - ${name}`);
-    return true;
-  }
-  failed++;
-  console.log(`not ok ${n} - ${name}`);
-  if (diag !== undefined) {
-    const text = typeof diag === 'string' ? diag : diag instanceof Error ? `${diag.constructor.name} ${diag.status} ${diag.message}\n${diag.stack}` : JSON.stringify(diag);
-    for (const line of text.split('\n').slice(0, 20)) console.log(`# ${line}`);
-  }
-  return false;
-}
 
 async function threw(fn) {
   try {
@@ -133,18 +117,4 @@ const CASES = {
 };
 
 console.log(`# node ${process.version}, port ${opt.port}`);
-for (const name of cases) {
-  const fn = CASES[name];
-  if (!fn) {
-    check(false, `${name}: a known case`);
-    continue;
-  }
-  try {
-    await fn();
-  } catch (e) {
-    check(false, `${name}: runs without an unexpected error`, e);
-  }
-}
-check(cases.length > 0, 'at least one case was run');
-console.log(`1..${n}`);
-process.exitCode = failed ? 1 : 0;
+await runCases(CASES, cases);

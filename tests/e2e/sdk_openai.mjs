@@ -14,6 +14,7 @@ import OpenAI from 'openai';
 import { VERSION } from 'openai/version';
 import { fetch as sdkFetch } from 'openai/_shims/index';
 import { parseArgs } from 'node:util';
+import { check, runCases } from './tap.mjs';
 
 const { values: opt, positionals: cases } = parseArgs({
   allowPositionals: true,
@@ -30,23 +31,6 @@ const { values: opt, positionals: cases } = parseArgs({
     ctok: { type: 'string', default: '20' },
   },
 });
-
-let n = 0;
-let failed = 0;
-function check(cond, name, diag) {
-  n++;
-  if (cond) {
-    console.log(`ok ${n} - ${name}`);
-    return true;
-  }
-  failed++;
-  console.log(`not ok ${n} - ${name}`);
-  if (diag !== undefined) {
-    const text = typeof diag === 'string' ? diag : JSON.stringify(diag);
-    for (const line of text.split('\n').slice(0, 20)) console.log(`# ${line}`);
-  }
-  return false;
-}
 
 // Every HTTP request the SDK makes goes through the SDK's own fetch, counted.
 let sent = 0;
@@ -213,19 +197,5 @@ const CASES = {
 
 const t0 = Date.now();
 console.log(`# openai ${VERSION}, node ${process.version}, ${opt.base}`);
-for (const name of cases) {
-  const fn = CASES[name];
-  if (!fn) {
-    check(false, `${name}: a known case`);
-    continue;
-  }
-  try {
-    await fn();
-  } catch (e) {
-    check(false, `${name}: runs without an unexpected error`, describe(e));
-  }
-}
-check(cases.length > 0, 'at least one case was run');
-console.log(`1..${n}`);
+await runCases(CASES, cases, describe);
 console.log(`# ${Date.now() - t0} ms`);
-process.exitCode = failed ? 1 : 0;
