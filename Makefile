@@ -8,21 +8,22 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 OPT     := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 SAN     := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 DEPFLAGS = -MMD -MP
-LIBS    := -lcurl -lcjson -lsqlite3 -lpthread -lm
+LIBS    := -lcurl -lcjson -lsqlite3 -lhiredis -lpthread -lm
 ADMIN_LIBS := -lcjson -lsqlite3 -lpthread -lm
 
 # the pure modules (no sockets, no libcurl): unit tests link them all
 CORE    := buf log config route state request sse http snapshot auth store health fcgi policy sha256 \
            utctime keys meter limit metrics \
-           endpoint multipart affinity
+           endpoint multipart affinity redis_url
 PROXY   := buf log config route state request sse http snapshot store health fcgi policy endpoint metrics \
            loop conn reply answer upstream attempt proxy proxy_main auth utctime sha256 keys usage meter limit client \
            affinity \
-           multipart
+           multipart redis redis_url shared
 ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main admin_page \
-           utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics
+           utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics \
+           redis_url
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log utctime keys meter limit metrics usage multipart affinity
+           log utctime keys meter limit metrics usage multipart affinity redis_url
 
 REL_DIR := build/release
 SAN_DIR := build/asan

@@ -9,6 +9,7 @@
 #include "loop.h"
 #include "reply.h"
 #include "log.h"
+#include "redis.h"
 #include "state.h"
 #include "store.h"
 
@@ -191,6 +192,12 @@ static int cli(struct admin *a, int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "--check") == 0 && argc == 2) {
+        /* a Redis URL this build cannot use stops the start (scripts/run.sh) */
+        struct redis_settings rs;
+        if (redis_settings_from_env(&rs, err, sizeof(err)) != 0) {
+            fprintf(stderr, "llmproxy-admin: %s\n", err);
+            return 1;
+        }
         enum store_status st;
         cJSON *root = store_read(a->dir, &st, err, sizeof(err));
         if (root == NULL) {

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "health.h"
 #include "metrics.h"
+#include "redis.h"
 #include "policy.h"
 #include "state.h"
 #include "store.h"
@@ -405,6 +406,25 @@ int admin_metrics(struct admin *a, struct conn *c)
         help(&o, "llmproxy_state_names_refused_total", "counter",
              "Names the shared state had no room for (their counters are then per process).");
         buf_printf(&o, "llmproxy_state_names_refused_total %llu\n", (unsigned long long)ss.refused);
+        const char *url = getenv("LLMPROXY_REDIS_URL");
+        const uint64_t *w = state_find(v.st, STATE_NS_META, REDIS_META_NAME, NULL, NULL);
+        if (url != NULL && *url != '\0') {
+            static const char *const rnames[4][3] = {
+                {"llmproxy_redis_up", "gauge",
+                 "1 while the responders reach Redis (state shared with the other hosts)."},
+                {"llmproxy_redis_fallbacks_total", "counter",
+                 "Requests decided on this host's state because Redis was away or late."},
+                {"llmproxy_redis_config_pulls_total", "counter",
+                 "Configurations changed on another host and written here."},
+                {"llmproxy_redis_config_pushes_total", "counter",
+                 "Configurations changed here and shared through Redis."}};
+            for (int i = 0; i < 4; i++) {
+                help(&o, rnames[i][0], rnames[i][1], rnames[i][2]);
+                buf_printf(
+                    &o, "%s %llu\n", rnames[i][0],
+                    (unsigned long long)(w != NULL ? __atomic_load_n(&w[i], __ATOMIC_RELAXED) : 0));
+            }
+        }
     }
     view_close(&v);
     if (o.len + 64 * 1024 > o.cap) {

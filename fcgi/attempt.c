@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "reply.h"
 #include "route.h"
+#include "shared.h"
 #include "state.h"
 #include "upstream.h"
 
@@ -110,6 +111,10 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
     uint64_t *kw = key_words(ctx, b, ctx->key_index);
     uint64_t *cw = circuit_words(ctx, b);
     enum policy_health effect = policy_rule(o)->health;
+    uint64_t before[HEALTH_CIRCUIT_WORDS] = {0};
+    for (int i = 0; cw != NULL && i < HEALTH_CIRCUIT_WORDS; i++) {
+        before[i] = __atomic_load_n(&cw[i], __ATOMIC_RELAXED);
+    }
     if (effect == PH_BACKEND_OK) {
         metrics_backend_ok(ctx->px->sh->st, ctx->model->name, b->name, now);
     } else if (effect != PH_NONE) {
@@ -127,6 +132,7 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         }
         if (kw != NULL && ctx->fallback) {
             health_key_clear(kw);
+            shared_key_changed(ctx, b, ctx->key_index, kw);
         }
         break;
     case PH_BACKEND_FAILED:
@@ -142,6 +148,7 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         uint64_t ms = health_429_ms(ctx->retry_after, rnd >> 33);
         if (kw != NULL) {
             health_key_cool(kw, now, ms, HEALTH_RATE_LIMITED);
+            shared_key_changed(ctx, b, ctx->key_index, kw);
         }
         return ms;
     }
@@ -160,12 +167,16 @@ static uint64_t apply_health(struct request_ctx *ctx, enum policy_outcome o)
         }
         if (kw != NULL) {
             health_key_cool(kw, now, HEALTH_REJECTED_MS, HEALTH_REJECTED);
+            shared_key_changed(ctx, b, ctx->key_index, kw);
         }
         LOG_ERROR("backend '%s' REJECTED key #%zu of model '%s' with HTTP %d: check the key; it "
                   "is not used for %d s",
                   b->name, ctx->key_index, ctx->model->name, ctx->status,
                   HEALTH_REJECTED_MS / 1000);
         break;
+    }
+    if (cw != NULL) {
+        shared_circuit_changed(ctx, b, cw, before);
     }
     return 0;
 }
@@ -225,6 +236,7 @@ static void remember_response(struct request_ctx *ctx)
         .created_ms = affinity_now_ms(),
     };
     affinity_put(proxy_affinity(ctx->px->sh), ctx->meter.id, &e);
+    shared_put_response(ctx, ctx->meter.id, &e);
     ctx->response_saved = 1;
 }
 
@@ -436,8 +448,8 @@ static int on_headers_done(void *ud, int status)
     enum policy_outcome o = policy_status(status);
     if (o == PO_ANSWER && ctx->pinned && strcmp(ctx->method, "DELETE") == 0 &&
         ctx->response_id[0] != '\0') {
-        affinity_forget(proxy_affinity(ctx->px->sh),
-                        ctx->response_id); /* deleted there: gone here too */
+        affinity_forget(proxy_affinity(ctx->px->sh), ctx->response_id);
+        shared_forget_response(ctx, ctx->response_id); /* deleted there: gone here too */
     }
     if (o == PO_ANSWER && !ctx->pinned) {
         /* an HTML page is a captive portal or a proxy's error, not an answer */
@@ -786,9 +798,8 @@ void attempt_start(struct request_ctx *ctx)
                 ctx->trial_backend = b; /* whichever of its keys goes first */
                 ctx->trial_stamp = trial;
             }
-            uint64_t c =
-                b->nkeys > 1 ? state_next(px->sh->st, STATE_NS_ROTATION, m->name, b->name) : 0;
-            ctx->key_start = route_key_index(b, c);
+            ctx->key_start =
+                route_key_index(b, route_key_counter(m, ctx->order[ctx->oi], ctx->ticket));
         }
         size_t k = (ctx->key_start + ctx->key_tries) % nkeys;
         ctx->key_tries++;

@@ -186,26 +186,68 @@ static bool no_room(struct request_ctx *ctx)
     return false;
 }
 
+bool client_model_ok(struct request_ctx *ctx)
+{
+    if (!keys_model_ok(ctx->key, ctx->info.model)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "This API key may not use the model '%s'.", ctx->info.model);
+        proxy_answer_error(ctx, 403, msg, "permission_error", "model", "model_not_allowed", NULL);
+        return false;
+    }
+    return true;
+}
+
+void client_local_spend(struct request_ctx *ctx, char *period, size_t n, uint64_t spend[4],
+                        int64_t *ttl_s)
+{
+    const struct client_key *k = ctx->key;
+    int64_t now = (int64_t)(wall_us() / 1000000);
+    keys_period_name(k->period, now, period, n);
+    const uint64_t *w = period_words(ctx, now);
+    for (int i = 0; i < 4; i++) {
+        spend[i] = w != NULL ? __atomic_load_n(&w[i], __ATOMIC_RELAXED) : 0;
+    }
+    int64_t end = keys_period_end(k->period, now);
+    /* kept a week past its end, for a host whose clock is behind */
+    *ttl_s = end > now ? end - now + 7 * 86400 : 0;
+}
+
+/* A bucket word as Redis has it (its copy here follows, so that the
+ * limits go on from there if Redis goes away). */
+static uint64_t *bucket(uint64_t *w, uint64_t *copy, bool shared, uint64_t remote)
+{
+    if (!shared) {
+        return w;
+    }
+    uint64_t local = __atomic_load_n(w, __ATOMIC_RELAXED);
+    while (local < remote && !__atomic_compare_exchange_n(w, &local, remote, false,
+                                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    *copy = remote;
+    return copy;
+}
+
 bool client_admit_model(struct request_ctx *ctx)
 {
     const struct client_key *k = ctx->key;
     if (k == NULL) {
         return true;
     }
-    if (!keys_model_ok(k, ctx->info.model)) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "This API key may not use the model '%s'.", ctx->info.model);
-        proxy_answer_error(ctx, 403, msg, "permission_error", "model", "model_not_allowed", NULL);
+    if (!client_model_ok(ctx)) {
         return false;
     }
     struct state *st = ctx->px->sh->st;
-    uint64_t now = wall_us();
+    /* Redis's words when it answered (ctx->rsa, shared.c), else this host's */
+    const struct rs_admit *ra = &ctx->rsa;
+    bool shared = ra->ok && ra->key_id != NULL;
+    uint64_t now = shared ? ra->now_us : wall_us();
+    uint64_t copy;
     if (k->tpm > 0) {
         uint64_t *w = state_words(st, STATE_NS_CLIENT, k->id, KEYS_SLOT_TPM, NULL);
         if (w == NULL) {
             return no_room(ctx);
         }
-        if (!limit_check(w, now, k->tpm, &ctx->tpm_view)) {
+        if (!limit_check(bucket(w, &copy, shared, ra->tpm_tat), now, k->tpm, &ctx->tpm_view)) {
             ctx->limits_known |= 2;
             char msg[200];
             snprintf(msg, sizeof(msg), "This API key used its %u tokens per minute.", k->tpm);
@@ -218,8 +260,18 @@ bool client_admit_model(struct request_ctx *ctx)
         if (w == NULL) {
             return no_room(ctx);
         }
-        if (!limit_take(w, now, k->rpm, &ctx->rpm_view)) {
+        /* Redis took the unit (or refused): the same arithmetic on its word
+         * gives the same verdict, and the headers' view */
+        bool ok = limit_take(bucket(w, &copy, shared, ra->rpm_tat), now, k->rpm, &ctx->rpm_view);
+        if (shared) {
+            ok = ra->rpm_ok == 1;
+            bucket(w, &copy, true, copy); /* the unit taken, here too */
+        }
+        if (!ok) {
             ctx->limits_known |= 1;
+            if (ctx->rpm_view.retry_after == 0) {
+                ctx->rpm_view.retry_after = 1;
+            }
             char msg[200];
             snprintf(msg, sizeof(msg), "This API key made its %u requests per minute.", k->rpm);
             return too_many(ctx, msg, NULL, ctx->rpm_view.retry_after);
@@ -232,9 +284,14 @@ bool client_admit_model(struct request_ctx *ctx)
             return no_room(ctx);
         }
         {
-            uint64_t cost = __atomic_load_n(&w[KEYS_W_COST_MICRO], __ATOMIC_RELAXED);
-            uint64_t tokens = __atomic_load_n(&w[KEYS_W_PROMPT], __ATOMIC_RELAXED) +
-                              __atomic_load_n(&w[KEYS_W_COMPLETION], __ATOMIC_RELAXED);
+            /* every host's spend when Redis summed it, else this host's */
+            bool all = shared && ra->period != NULL;
+            uint64_t cost = all ? ra->spend_total[KEYS_W_COST_MICRO]
+                                : __atomic_load_n(&w[KEYS_W_COST_MICRO], __ATOMIC_RELAXED);
+            uint64_t tokens =
+                all ? ra->spend_total[KEYS_W_PROMPT] + ra->spend_total[KEYS_W_COMPLETION]
+                    : __atomic_load_n(&w[KEYS_W_PROMPT], __ATOMIC_RELAXED) +
+                          __atomic_load_n(&w[KEYS_W_COMPLETION], __ATOMIC_RELAXED);
             if ((k->budget_usd >= 0 && (double)cost >= k->budget_usd * 1e6) ||
                 (k->budget_tokens >= 0 && tokens >= (uint64_t)k->budget_tokens)) {
                 char msg[300];
@@ -317,6 +374,19 @@ void client_account(struct request_ctx *ctx, int status)
             if (t != NULL) {
                 limit_charge(t, now, k->tpm, prompt + completion);
             }
+        }
+        bool budget = k->budget_usd >= 0 || k->budget_tokens >= 0;
+        if (ctx->px->rs != NULL && ((k->tpm > 0 && prompt + completion > 0) || (budget && w))) {
+            /* the other hosts see it: the tokens on the shared bucket, this
+             * host's spend raised to what it counted */
+            char period[32];
+            uint64_t spend[4] = {0};
+            int64_t ttl = 0;
+            if (budget && w != NULL) {
+                client_local_spend(ctx, period, sizeof(period), spend, &ttl);
+            }
+            rshare_after(ctx->px->rs, k->id, k->tpm, prompt + completion,
+                         budget && w != NULL ? period : NULL, spend, ttl, now);
         }
     }
     if (b != NULL && ctx->model != NULL) {

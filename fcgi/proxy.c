@@ -19,6 +19,7 @@
 #include "reply.h"
 #include "request.h"
 #include "route.h"
+#include "shared.h"
 #include "snapshot.h"
 #include "sse.h"
 #include "state.h"
@@ -183,6 +184,7 @@ static void do_finish(struct request_ctx *ctx)
         upstream_cancel(px->up, ctx->xfer);
         ctx->xfer = NULL;
     }
+    shared_cancel(ctx);
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
     client_account(ctx, status);
     struct state *st = px->sh->st;
@@ -486,9 +488,11 @@ static void plan_fallbacks(struct request_ctx *ctx, const struct config_model *m
 
 void proxy_plan(struct request_ctx *ctx)
 {
-    uint64_t ticket = route_uses_ticket(ctx->model)
-                          ? state_next(ctx->px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL)
-                          : 0;
+    uint64_t ticket = 0;
+    if (route_wants_ticket(ctx->model) && !shared_ticket(ctx, ctx->model, &ticket)) {
+        ticket = state_next(ctx->px->sh->st, STATE_NS_ROTATION, ctx->model->name, NULL);
+    }
+    ctx->ticket = ticket;
     ctx->norder = route_order(ctx->model, ticket, ctx->order, ARRAY_LEN(ctx->order));
     /* only the backends that speak the endpoint's API (an OpenAI and an
      * Anthropic backend may serve one model, each its own endpoints) */
@@ -562,7 +566,8 @@ static bool pin_response(struct request_ctx *ctx, const char *id, const struct c
 {
     struct proxy_shared *sh = ctx->px->sh;
     struct affinity_entry e;
-    if (!affinity_get(proxy_affinity(sh), id, sh->set.responses_max_age_ms, &e) ||
+    if ((!affinity_get(proxy_affinity(sh), id, sh->set.responses_max_age_ms, &e) &&
+         !shared_response(ctx, id, &e)) ||
         e.owner != (ctx->key != NULL ? affinity_hash(ctx->key->id, NULL) : 0)) {
         return false;
     }
@@ -604,6 +609,8 @@ static void start(struct request_ctx *ctx)
 
 /* GET/DELETE /v1/responses/{id}, .../cancel, .../input_items: to the
  * backend and key that made it. */
+static void route_by_id_shared(struct request_ctx *ctx);
+
 static void route_by_id(struct request_ctx *ctx)
 {
     size_t n;
@@ -611,7 +618,16 @@ static void route_by_id(struct request_ctx *ctx)
     size_t k = n > REQUEST_ID_MAX ? REQUEST_ID_MAX : n;
     memcpy(ctx->response_id, ctx->path + off, k);
     ctx->response_id[k] = '\0';
-    if (n > REQUEST_ID_MAX || !pin_response(ctx, ctx->response_id, NULL)) {
+    if (n > REQUEST_ID_MAX) {
+        response_not_found(ctx, ctx->response_id, NULL);
+        return;
+    }
+    shared_admit(ctx, route_by_id_shared);
+}
+
+static void route_by_id_shared(struct request_ctx *ctx)
+{
+    if (!pin_response(ctx, ctx->response_id, NULL)) {
         response_not_found(ctx, ctx->response_id, NULL);
         return;
     }
@@ -623,6 +639,8 @@ static void route_by_id(struct request_ctx *ctx)
     ctx->asked = ctx->model;
     start(ctx);
 }
+
+static void route_admitted(struct request_ctx *ctx);
 
 /* The body is in: check it, choose the order, make the first attempt. */
 static void route_request(struct request_ctx *ctx)
@@ -687,6 +705,19 @@ static void route_request(struct request_ctx *ctx)
         proxy_answer_error(ctx, 503, msg, "upstream_error", NULL, "no_backend_enabled", NULL);
         return;
     }
+    if (ctx->key != NULL && !client_model_ok(ctx)) {
+        return;
+    }
+    if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {
+        request_previous_id(body, &ctx->info, ctx->response_id);
+    }
+    shared_admit(ctx, route_admitted);
+}
+
+/* What the shared (or local) state says, then the attempts. */
+static void route_admitted(struct request_ctx *ctx)
+{
+    const char *body = ctx->body.data != NULL ? ctx->body.data : "";
     if (!client_admit_model(ctx)) {
         return;
     }
@@ -707,7 +738,6 @@ static void route_request(struct request_ctx *ctx)
     ctx->asked = ctx->model;
     if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {
         /* a follow-up: where the response it continues lives, nowhere else */
-        request_previous_id(body, &ctx->info, ctx->response_id);
         if (!pin_response(ctx, ctx->response_id, ctx->model)) {
             response_not_found(ctx, ctx->response_id, "previous_response_id");
             return;
@@ -903,8 +933,17 @@ static void on_tick(void *ud, int64_t now)
         conn_server_close_idle(px->srv); /* kept connections that fell idle */
     }
     size_t open = px->srv != NULL ? conn_server_open(px->srv) : 0;
+    if (px->cgi && (px->nactive > 0 || open > 0)) {
+        px->idle_since = 0;
+    } else if (px->cgi && px->idle_since == 0) {
+        px->idle_since = now;
+    }
+    /* a CGI process ends once its request is done and what it told Redis
+     * is answered (or the Redis timeout passed) */
     int over =
-        px->cgi ? px->nactive == 0 && open == 0
+        px->cgi ? px->nactive == 0 && open == 0 &&
+                      (rshare_pending(px->rs) == 0 ||
+                       now - px->idle_since > (int64_t)px->sh->redis.timeout_ms * 1000)
                 : px->draining && px->nactive == 0 && (open == 0 || now > px->drain_at + 1000000);
     if (over) {
         loop_quit(px->loop);
@@ -942,6 +981,7 @@ struct proxy *proxy_new(struct proxy_shared *sh, struct loop *l, int listen_fd)
             return NULL;
         }
     }
+    shared_setup(px);
     return px;
 }
 
@@ -957,6 +997,7 @@ void proxy_free(struct proxy *px)
     }
     conn_server_free(px->srv);
     upstream_free(px->up);
+    shared_teardown(px);
     loop_alarm_remove(px->loop, &px->tick);
     free(px);
 }

@@ -11,6 +11,7 @@
 #include "loop.h"
 #include "policy.h"
 #include "proxy.h"
+#include "redis.h"
 #include "request.h"
 #include "sse.h"
 
@@ -33,9 +34,11 @@ struct proxy_shared {
     struct usage_writer *usage; /* NULL: usage is not recorded */
     struct proxy_settings set;
     struct state *st;
-    struct affinity *aff;  /* which backend and key made each response */
-    unsigned long next_id; /* atomic */
-    unsigned pid;          /* request ids are "<pid>-<n>" */
+    struct affinity *aff;        /* which backend and key made each response */
+    unsigned long next_id;       /* atomic */
+    unsigned pid;                /* request ids are "<pid>-<n>" */
+    struct redis_settings redis; /* several hosts as one (off: .on false) */
+    char host_id[40];
 };
 
 struct proxy {
@@ -50,7 +53,9 @@ struct proxy {
     int draining;
     int64_t drain_at;
     int cgi;
-    size_t since_trim; /* requests finished since memory was last given back */
+    size_t since_trim;  /* requests finished since memory was last given back */
+    struct rshare *rs;  /* NULL: no Redis */
+    int64_t idle_since; /* CGI: when the last request ended (Redis writes may follow) */
 };
 
 /* Where a request is. */
@@ -163,6 +168,14 @@ struct request_ctx {
     int64_t attempt_t0;
     int64_t deadline; /* first byte, then idle; 0: none */
 
+    /* what Redis said (shared.c) */
+    struct rs_admit rsa;
+    struct rs_op *rs_op; /* waiting for it */
+    void (*rs_next)(struct request_ctx *ctx);
+    int rs_asked;
+    char rs_period[32];
+    uint64_t ticket; /* the model's request number (route.h) */
+
     /* across attempts */
     unsigned n_rate_limited, n_timeout;
     long min_retry_after; /* seconds, over the 429s seen and the keys skipped for one */
@@ -201,6 +214,12 @@ bool client_admit(struct request_ctx *ctx, struct conn *c);
 /* With the model known: the key may use it, its limits and budget allow
  * (403, 429 answered otherwise). */
 bool client_admit_model(struct request_ctx *ctx);
+/* The key may use the model named (else 403, answered). */
+bool client_model_ok(struct request_ctx *ctx);
+/* The key's budget period, this host's spend in it (for Redis, which sums
+ * the hosts'), and how long the period has left (0: no end). */
+void client_local_spend(struct request_ctx *ctx, char *period, size_t n, uint64_t spend[4],
+                        int64_t *ttl_s);
 /* The x-ratelimit-* lines of a keyed request with limits. */
 void client_headers(struct request_ctx *ctx, struct buf *h);
 /* At the end: the usage record, the key's spend and token bucket. */

@@ -6,6 +6,9 @@
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
+#include "proxy_int.h"
+#include "redis.h"
+#include "shared.h"
 #include "keys.h"
 #include "snapshot.h"
 #include "state.h"
@@ -197,6 +200,19 @@ int main(int argc, char **argv)
     /* usage goes to usage.db from a writer thread; a CGI process writes at exit */
     struct usage_writer *usage = usage_writer_new(dir, !cgi);
     struct proxy_shared *sh = proxy_shared_new(&set, st, dir, usage);
+    if (redis_settings_from_env(&sh->redis, err, sizeof(err)) != 0) {
+        LOG_ERROR("%s", err); /* never unshared by mistake */
+        return 1;
+    }
+    if (sh->redis.on && shared_host_id(dir, sh->host_id, sizeof(sh->host_id)) != 0) {
+        LOG_ERROR("cannot make %s/instance.id, this host's name for redis: %s", dir,
+                  strerror(errno));
+        return 1;
+    }
+    if (sh->redis.on && !cgi) {
+        LOG_INFO("state shared with the other hosts through redis %s (host %.8s)",
+                 sh->redis.url.shown, sh->host_id);
+    }
     if (!cgi) {
         /* now, before the loops' threads; a CGI process maps it only if its
          * one request is a Responses call */

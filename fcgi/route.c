@@ -38,6 +38,38 @@ bool route_uses_ticket(const struct config_model *m)
     return m->strategy != CONFIG_FAILOVER && route_enabled(m) > 1;
 }
 
+bool route_wants_ticket(const struct config_model *m)
+{
+    if (route_uses_ticket(m)) {
+        return true;
+    }
+    for (size_t i = 0; i < m->nbackends; i++) {
+        if (m->backends[i].enabled && m->backends[i].nkeys > 1) {
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t route_key_counter(const struct config_model *m, size_t bi, uint64_t ticket)
+{
+    size_t n = route_enabled(m);
+    if (m->strategy == CONFIG_ROUND_ROBIN && n > 1) {
+        return ticket / n;
+    }
+    if (m->strategy == CONFIG_WEIGHTED && m->wseq_len > 0) {
+        uint64_t per = 0, before = 0, r = ticket % m->wseq_len;
+        for (size_t i = 0; i < m->wseq_len; i++) {
+            if (m->wseq[i] == bi) {
+                per++;
+                before += i < r;
+            }
+        }
+        return ticket / m->wseq_len * per + before;
+    }
+    return ticket;
+}
+
 void route_prepare(struct config_model *m)
 {
     free(m->wseq);

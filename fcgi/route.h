@@ -29,6 +29,17 @@ bool route_uses_ticket(const struct config_model *m);
  * backends follow as fallbacks. */
 size_t route_order(const struct config_model *m, uint64_t ticket, uint8_t *order, size_t max);
 
+/* True when a request needs a ticket at all: route_order reads it, or a
+ * backend's key rotation does (route_key_counter). */
+bool route_wants_ticket(const struct config_model *m);
+
+/* The rotation counter of backend bi's keys for the request with this
+ * ticket: how many earlier tickets went to bi first (RoundRobin, Weighted),
+ * or the ticket itself (Failover). One shared counter per model thus
+ * rotates both the backends and their keys exactly, across processes and
+ * hosts. */
+uint64_t route_key_counter(const struct config_model *m, size_t bi, uint64_t ticket);
+
 /* Key index for a backend's rotation counter value. */
 size_t route_key_index(const struct config_backend *b, uint64_t counter);
 

@@ -150,9 +150,9 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Writes text next to the file and renames it into place. */
-static enum store_status replace_file(const struct store_kind *k, const char *dir, const char *text,
-                                      char *err, size_t errlen)
+/* Writes text (and a newline, if add_nl) next to the file and renames it into place. */
+static enum store_status write_file(const struct store_kind *k, const char *dir, const char *text,
+                                    size_t len, bool add_nl, char *err, size_t errlen)
 {
     char tmp[PATH_MAX];
     char path[PATH_MAX];
@@ -163,8 +163,8 @@ static enum store_status replace_file(const struct store_kind *k, const char *di
         snprintf(err, errlen, "cannot create a temp file in %s: %s", dir, strerror(errno));
         return STORE_IO;
     }
-    if (fchmod(fd, 0600) != 0 || write_all(fd, text, strlen(text)) != 0 ||
-        write_all(fd, "\n", 1) != 0 || fsync(fd) != 0) {
+    if (fchmod(fd, 0600) != 0 || write_all(fd, text, len) != 0 ||
+        (add_nl && write_all(fd, "\n", 1) != 0) || fsync(fd) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
@@ -216,12 +216,44 @@ enum store_status store_update_kind(const struct store_kind *k, const char *dir,
         snprintf(err, errlen, "%s", why);
         goto out;
     }
-    st = replace_file(k, dir, text, err, errlen);
+    st = write_file(k, dir, text, strlen(text), true, err, errlen);
 out:
     free(text);
     cJSON_Delete(root);
     close(lock); /* releases the flock */
     return st;
+}
+
+int store_read_text(const struct store_kind *k, const char *dir, struct buf *out)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, k->file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = buf_read_fd(out, fd);
+    close(fd);
+    return rc == BUF_OK ? 0 : -1;
+}
+
+int store_replace_text(const struct store_kind *k, const char *dir, const char *text, size_t len,
+                       char *err, size_t errlen)
+{
+    char why[512];
+    if (len > STORE_MAX_FILE || memchr(text, '\0', len) != NULL ||
+        k->check(text, len, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "it is invalid (%s)", len > STORE_MAX_FILE ? "too large" : why);
+        return -1;
+    }
+    int lock = lock_dir(k, dir, err, errlen);
+    if (lock < 0) {
+        return -1;
+    }
+    sweep_locked(k, dir);
+    enum store_status st = write_file(k, dir, text, len, false, err, errlen);
+    close(lock);
+    return st == STORE_OK ? 0 : -1;
 }
 
 cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errlen)

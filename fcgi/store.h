@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct buf;
+
 #define STORE_FILE "dynamic_routing.json"
 #define STORE_LOCK "dynamic_routing.json.lock"
 /* Temp files are "dynamic_routing.json.tmp-XXXXXX": left only by a writer
@@ -59,6 +61,14 @@ cJSON *store_read(const char *dir, enum store_status *st, char *err, size_t errl
 enum store_status store_update(const char *dir,
                                int (*change)(cJSON *root, void *ud, char *err, size_t errlen),
                                void *ud, char *err, size_t errlen);
+
+/* The file's bytes as they are (0; a missing file: -1). */
+int store_read_text(const struct store_kind *k, const char *dir, struct buf *out);
+/* Replaces the file with exactly these bytes, under its lock, if they pass
+ * the kind's checks (0; -1 with a message): a configuration shared by
+ * another host (redis.c). */
+int store_replace_text(const struct store_kind *k, const char *dir, const char *text, size_t len,
+                       char *err, size_t errlen);
 
 /* Removes temp files that a killed writer left (takes the lock). */
 void store_sweep(const char *dir);

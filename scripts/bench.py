@@ -21,6 +21,7 @@ usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,50
 import argparse
 import json
 import os
+import shutil
 import re
 import signal
 import socket
@@ -153,6 +154,8 @@ def main():
     ap.add_argument("--only-cgi", action="store_true")
     ap.add_argument("--only-stream", action="store_true")
     ap.add_argument("--only-metrics", action="store_true")
+    ap.add_argument("--only-redis", action="store_true",
+                    help="only the shared-state (Redis) against local-state comparison")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -205,6 +208,24 @@ def main():
                            os.path.join(work, "llmproxy-keyed.log")))
         wait_port(kp_port)
 
+        # the same keyed llmproxy with its state in Redis (several hosts as
+        # one): a Redis of our own on a unix socket, the same key and routing
+        rp_port = free_port()
+        rstate = os.path.join(work, "state-redis")
+        os.makedirs(rstate)
+        for name in ("dynamic_routing.json", "client_keys.json"):
+            shutil.copy(os.path.join(kstate, name), os.path.join(rstate, name))
+        rsock = os.path.join(work, "redis.sock")
+        procs.append(start(["redis-server", "--port", "0", "--unixsocket", rsock,
+                            "--unixsocketperm", "700", "--save", "", "--appendonly", "no"],
+                           log=os.path.join(work, "redis.log")))
+        wait_redis(rsock)
+        renv = dict(os.environ, LLMPROXY_PORT=str(rp_port), LLMPROXY_STATE_DIR=rstate,
+                    LLMPROXY_REDIS_URL="unix://" + rsock)
+        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], renv,
+                           os.path.join(work, "llmproxy-redis.log")))
+        wait_port(rp_port)
+
         # lighttpd's own mod_proxy to the same upstream: the floor for any proxy behind it
         mp_port = free_port()
         conf = os.path.join(work, "modproxy.conf")
@@ -226,6 +247,9 @@ def main():
             return
         if args.only_metrics:
             metrics_cost(up_port, work)
+            return
+        if args.only_redis:
+            redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
             return
         if not args.only_stream:
             variants = {
@@ -322,10 +346,67 @@ def main():
             if line.startswith("#"):
                 print("\nhot-reload check (stat + change counter), -O2:" + line[1:].split(":", 1)[1])
         metrics_cost(up_port, work)
+        redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
         print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def wait_redis(sock, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        out = subprocess.run(["redis-cli", "-s", sock, "PING"], capture_output=True, text=True)
+        if out.stdout.strip() == "PONG":
+            return
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not come up on %s" % sock)
+
+
+def redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock):
+    """The keyed llmproxy with its state in Redis against the same one with
+    local state (the mmap'd file): alternated rounds, medians."""
+    variants = {"local": "http://127.0.0.1:%d/v1/chat/completions" % kp_port,
+                "redis": "http://127.0.0.1:%d/v1/chat/completions" % rp_port}
+    for url in variants.values():
+        wrk(url, 32, 1, keyed_script)
+    res = {(v, c): [] for v in variants for c in (1, 32)}
+    cmds0 = redis_commands(rsock)
+    for r in range(args.rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(list(variants)))
+        for c in (1, 32):
+            for v in order:
+                res[(v, c)].append(wrk(variants[v], c, args.seconds, keyed_script))
+    cmds1 = redis_commands(rsock)
+    reqs = sum(x["rps"] * args.seconds for x in res[("redis", 1)] + res[("redis", 32)])
+
+    def med(v, c, k):
+        return statistics.median(x[k] for x in res[(v, c)])
+
+    print("\nShared state in Redis (unix socket) vs local state, client key with Rpm, Tpm and "
+          "a budget (%d rounds x %d s, medians)" % (args.rounds, args.seconds))
+    for c in (1, 32):
+        for v in variants:
+            print("%-6s conns %2d: %8.0f req/s p50 %.3f ms p99 %.3f ms errors %d" % (
+                v, c, med(v, c, "rps"), med(v, c, "p50"), med(v, c, "p99"),
+                sum(x["errors"] for x in res[(v, c)])))
+    print("redis vs local: throughput at 32 conns %.3f; added p50 at 1 conn %+.3f ms "
+          "(target <= +0.1 ms), at 32 conns %+.3f ms" % (
+              med("redis", 32, "rps") / med("local", 32, "rps"),
+              med("redis", 1, "p50") - med("local", 1, "p50"),
+              med("redis", 32, "p50") - med("local", 32, "p50")))
+    if reqs > 0:
+        print("redis commands per request: %.2f (scripts count as one; %d commands, ~%d requests)"
+              % ((cmds1 - cmds0) / reqs, cmds1 - cmds0, reqs))
+
+
+def redis_commands(sock):
+    out = subprocess.run(["redis-cli", "-s", sock, "INFO", "stats"], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":")[1])
+    return 0
 
 
 def metrics_cost(up_port, work):

@@ -13,6 +13,7 @@ have_cmd make || need="$need make"
 have_header curl/curl.h || need="$need libcurl4-openssl-dev"
 have_header cjson/cJSON.h || need="$need libcjson-dev"
 have_header sqlite3.h || need="$need libsqlite3-dev"
+have_header hiredis/hiredis.h || need="$need libhiredis-dev"
 have_cmd lighttpd || need="$need lighttpd"
 if [ "$what" = test ] || [ "${LLMPROXY_SERVER:-lighttpd}" = apache ]; then
     have_cmd apache2 || need="$need apache2"
@@ -23,6 +24,8 @@ test|bench)
     have_cmd python3 || need="$need python3"
     have_cmd curl || need="$need curl"
     have_cmd ip || need="$need iproute2"
+    # the shared-state tests and bench start their own Redis
+    have_cmd redis-server || need="$need redis-server"
     ;;
 esac
 if [ "$what" = test ]; then

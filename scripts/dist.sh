@@ -2,8 +2,8 @@
 # make dist: build/dist/llmproxy-VERSION-linux-x86_64.tar.gz, the upload for a
 # shared host where nothing can be installed. The programs are built inside a
 # Debian 11 (bullseye) chroot, so they need only glibc 2.31 or newer; cJSON
-# (from Debian's source package) and SQLite (bullseye-security's static
-# library) are compiled in, libcurl.so.4 (on practically every host) is
+# (from Debian's source package), SQLite (bullseye-security's static
+# library) and hiredis (static) are compiled in, libcurl.so.4 (on practically every host) is
 # linked dynamically. Needs root and a Debian mirror.
 #   DIST_SUITE   the Debian release to build on (bullseye)
 #   DIST_CACHE   where the build chroot is kept between runs
@@ -54,6 +54,11 @@ if ! chroot "$cache" dpkg -s libsqlite3-dev >/dev/null 2>&1; then
     chroot "$cache" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends libsqlite3-dev >/dev/null'
 fi
+# hiredis (Redis, for several hosts), linked statically too
+if ! chroot "$cache" dpkg -s libhiredis-dev >/dev/null 2>&1; then
+    chroot "$cache" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends libhiredis-dev >/dev/null'
+fi
 cjson=$(ls -d "$cache"/src/cjson/cJSON-*/ 2>/dev/null | head -1)
 [ -n "$cjson" ] && touch "$cache/.llmproxy-ready"
 [ -f "$cjson/cJSON.c" ] || { echo "make dist: no cJSON source in $cache/src/cjson" >&2; exit 1; }
@@ -75,7 +80,7 @@ sqlite="src/glibc_compat.c -Wl,--wrap=fcntl64 -Wl,--wrap=log -Wl,-Bstatic -lsqli
 flags="-std=c17 -O2 -g0 -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Iinclude -Isrc -Wall -Werror"
 # shellcheck disable=SC2046
 chroot "$cache" sh -c "cd /build && \
-    gcc $flags $(srcs $proxy) src/cJSON.c -o llmproxy.fcgi -lcurl $sqlite -s && \
+    gcc $flags $(srcs $proxy) src/cJSON.c -o llmproxy.fcgi -lcurl -Wl,-Bstatic -lhiredis -Wl,-Bdynamic $sqlite -s && \
     gcc $flags $(srcs $admin) src/cJSON.c -o llmproxy-admin.fcgi $sqlite -s"
 
 # the newest glibc symbol version the programs ask for is their floor

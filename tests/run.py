@@ -168,7 +168,7 @@ def run_format():
 
 def run_e2e(server_name):
     from fake_upstream import FakeUpstream
-    from harness import Apache, Lighttpd
+    from harness import E2E_ENV, Apache, Lighttpd
     import test_proxy
     import test_admin  # noqa: F401  (registers its tests)
     import test_resilience  # noqa: F401
@@ -188,10 +188,7 @@ def run_e2e(server_name):
     tag = "e2e[%s]" % server_name
     up = FakeUpstream().start()
     binary = os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
-    srv = cls(binary, procs=2, env={"LLMPROXY_MAX_BODY_BYTES": "262144",
-                                    "LLMPROXY_DEADLINE_MS": "4000",
-                                    "LLMPROXY_MAX_RESPONSE_BYTES": "4194304",
-                                    "LLMPROXY_BODY_TIMEOUT_MS": "2000"})
+    srv = cls(binary, procs=2, env=dict(E2E_ENV))
     try:
         srv.start({})
     except Exception as e:  # noqa: BLE001
@@ -292,6 +289,16 @@ def run_browser(srv, up):
                (p.stderr or p.stdout)[-3000:])
 
 
+def run_redis():
+    """Two hosts (lighttpd and Apache) sharing their state through one Redis
+    (tests/e2e/test_redis.py)."""
+    import test_redis
+    try:
+        test_redis.run(report)
+    except Exception:  # noqa: BLE001
+        report(False, "redis: the shared-state suite runs", traceback.format_exc()[-3000:])
+
+
 def main():
     import signal
     # a runner stopped from outside still stops the servers it started
@@ -310,6 +317,9 @@ def main():
             run_dist()
         for server in os.environ.get("E2E_SERVERS", "lighttpd apache").split():
             run_e2e(server)
+        only = os.environ.get("E2E_ONLY")
+        if not only or "redis" in only:
+            run_redis()
     print("")
     if failures:
         print("failed: " + ", ".join(failures))

@@ -10,6 +10,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+# the environment the end-to-end servers run with (tests/run.py, test_redis.py)
+E2E_ENV = {"LLMPROXY_MAX_BODY_BYTES": "262144",
+           "LLMPROXY_DEADLINE_MS": "4000",
+           "LLMPROXY_MAX_RESPONSE_BYTES": "4194304",
+           "LLMPROXY_BODY_TIMEOUT_MS": "2000"}
 
 
 def free_port():

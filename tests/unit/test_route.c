@@ -97,6 +97,25 @@ int main(void)
     }
     ok(keys[0] == 3 && keys[1] == 3 && keys[2] == 3, "keys rotate evenly");
     ok(route_key_index(&k->backends[0], 4) == 1, "key index is counter mod keys");
+    /* key rotation from the model's one ticket: a backend's counter counts
+     * the requests it took first, so its keys turn exactly */
+    const char *names[] = {"r", "w", "g"};
+    for (size_t mi = 0; mi < ARRAY_LEN(names); mi++) {
+        const struct config_model *m = config_find(c, names[mi]);
+        uint64_t seen[CONFIG_MAX_BACKENDS] = {0};
+        bool exact = m != NULL && route_wants_ticket(m);
+        for (uint64_t t = 0; exact && t < 2000; t++) {
+            route_order(m, t, order, ARRAY_LEN(order));
+            exact = route_key_counter(m, order[0], t) == seen[order[0]]++;
+        }
+        ok(exact, "%s: a backend's key counter counts the tickets it went first", names[mi]);
+    }
+    const struct config_model *km = config_find(c, "k");
+    ok(km != NULL && route_wants_ticket(km) && !route_uses_ticket(km),
+       "one backend with 3 keys: a ticket, for its keys only");
+    ok(km != NULL && route_key_counter(km, 0, 7) == 7 && route_key_index(&km->backends[0], 7) == 1,
+       "failover: the ticket turns the keys");
+    ok(!route_wants_ticket(config_find(c, "off")), "nothing enabled: no ticket");
     config_free(c);
     return tap_done();
 }
