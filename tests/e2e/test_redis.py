@@ -18,9 +18,8 @@ or configuration:
       loudly, /metrics says llmproxy_redis_up 0, then 1 after a restart;
   a Redis restarted empty is seeded again, and sharing works after.
 
-Run alone:  cd tests/e2e && python3 -c "import sys; sys.path.insert(0,'.'); import test_redis;
-            test_redis.run(lambda ok,n,d='': print('ok' if ok else 'FAIL', n, d[-2000:]))"
-(LLMPROXY_E2E_BIN names another llmproxy.fcgi, its admin program beside it.)
+Run alone:  cd tests/e2e && python3 test_redis.py   (ends with "N passed, M failed")
+(LLMPROXY_E2E_BIN names another llmproxy.fcgi than build/asan's, its admin program beside it.)
 tests/run.py runs it after the per-server e2e runs (E2E_ONLY unset or naming "redis")."""
 
 import json
@@ -570,10 +569,10 @@ def case_redis_killed(ctx):
         if not lines:
             problems.append("%s's error log has no line with 'redis' and 'unreachable'" % h.tag)
             continue
-        silent = [p for p in responders[h.tag] if p not in per]
+        silent = [p for p in responders.get(h.tag, []) if p not in per]
         if silent:
             problems.append("%s: responder(s) %s logged no 'redis ... unreachable' line (of %s): %s" % (
-                h.tag, silent, responders[h.tag], lines[:3]))
+                h.tag, silent, responders.get(h.tag), lines[:3]))
         spam = {p: n for p, n in per.items() if n > 2}
         if spam:
             problems.append("%s: 'redis ... unreachable' logged again and again for one outage %s: %s" % (
