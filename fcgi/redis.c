@@ -37,9 +37,9 @@ static uint64_t hash64(const char *p, size_t n)
 /* One request's round trip. Mirrors limit.c (limit_take, the reads of
  * limit_check) on the same words, so the caller recomputes the views from
  * the words it returns. Spend: each host keeps its own part of a period
- * (fields "<host>:<i>"), raised to what the host counted (never lowered:
- * a write lost while Redis was away, or a Redis restarted empty, is made
- * good by the next request), and the parts are summed. */
+ * (a field "<host>" of "requests prompt completion cost"), raised to what the host counted (never
+ * lowered: a write lost while Redis was away, or a Redis restarted empty, is made good by the next
+ * request), and the parts are summed. */
 static const char admit_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local W = 60000000\n"
@@ -62,23 +62,32 @@ static const char admit_lua[] =
     "end\n"
     "if tonumber(ARGV[4]) > 0 then out[4] = redis.call('GET', KEYS[3]) or '0' end\n"
     "if ARGV[5] == '1' then\n"
-    "  for i = 0, 3 do\n"
-    "    local f = ARGV[6] .. ':' .. i\n"
-    "    local v = tonumber(redis.call('HGET', KEYS[4], f) or '0')\n"
-    "    if tonumber(ARGV[7 + i]) > v then redis.call('HSET', KEYS[4], f, ARGV[7 + i]) end\n"
-    "  end\n"
-    "  if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[11]) end\n"
-    "  local all = redis.call('HGETALL', KEYS[4])\n"
     "  local s = {0, 0, 0, 0}\n"
+    "  local mine = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}\n"
+    "  local all = redis.call('HGETALL', KEYS[4])\n"
+    "  local had = false\n"
     "  for j = 1, #all, 2 do\n"
-    "    local i = tonumber(string.sub(all[j], -1))\n"
-    "    if i ~= nil and i >= 0 and i <= 3 then s[i + 1] = s[i + 1] + tonumber(all[j + 1]) end\n"
+    "    local i = 1\n"
+    "    local v = {}\n"
+    "    for n in string.gmatch(all[j + 1], '%d+') do v[i] = tonumber(n); i = i + 1 end\n"
+    "    if all[j] == ARGV[6] then\n"
+    "      had = true\n"
+    "      for k = 1, 4 do if (v[k] or 0) > mine[k] then mine[k] = v[k] end end\n"
+    "    else\n"
+    "      for k = 1, 4 do s[k] = s[k] + (v[k] or 0) end\n"
+    "    end\n"
     "  end\n"
-    "  for i = 1, 4 do out[5][i] = string.format('%.0f', s[i]) end\n"
+    "  local own = string.format('%.0f %.0f %.0f %.0f', mine[1], mine[2], mine[3], mine[4])\n"
+    "  if not had or own ~= ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. ARGV[9] .. ' ' .. ARGV[10] then\n"
+    "    redis.call('HSET', KEYS[4], ARGV[6], own)\n"
+    "    if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[11]) end\n"
+    "  end\n"
+    "  for k = 1, 4 do out[5][k] = string.format('%.0f', s[k] + mine[k]) end\n"
     "end\n"
-    "out[6] = redis.call('GET', KEYS[5]) or '0'\n"
+    "local cv = redis.call('HMGET', KEYS[7], 'v', 'epoch')\n"
+    "out[6] = cv[2] or '0'\n"
     "if out[6] ~= ARGV[12] then out[7] = redis.call('HGETALL', KEYS[6]) end\n"
-    "out[8] = redis.call('HGET', KEYS[7], 'v') or ''\n"
+    "out[8] = cv[1] or ''\n"
     "if ARGV[13] == '1' then out[9] = redis.call('GET', KEYS[8]) end\n"
     "return out\n";
 
@@ -100,11 +109,17 @@ static const char after_lua[] =
     "  redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', 11 * 60000)\n"
     "end\n"
     "if ARGV[4] == '1' then\n"
-    "  for i = 0, 3 do\n"
-    "    local f = ARGV[5] .. ':' .. i\n"
-    "    local v = tonumber(redis.call('HGET', KEYS[2], f) or '0')\n"
-    "    if tonumber(ARGV[6 + i]) > v then redis.call('HSET', KEYS[2], f, ARGV[6 + i]) end\n"
+    "  local mine = {tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}\n"
+    "  local cur = redis.call('HGET', KEYS[2], ARGV[5])\n"
+    "  if cur then\n"
+    "    local i = 1\n"
+    "    for n in string.gmatch(cur, '%d+') do\n"
+    "      if tonumber(n) > mine[i] then mine[i] = tonumber(n) end\n"
+    "      i = i + 1\n"
+    "    end\n"
     "  end\n"
+    "  redis.call('HSET', KEYS[2], ARGV[5],\n"
+    "             string.format('%.0f %.0f %.0f %.0f', mine[1], mine[2], mine[3], mine[4]))\n"
     "  if tonumber(ARGV[10]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[10]) end\n"
     "end\n"
     "return 1\n";
@@ -124,7 +139,6 @@ static const char *const script_text[NSCRIPTS] = {admit_lua, after_lua, config_l
 
 /* ---- the connection ---- */
 
-#define HEALTH_EPOCH REDIS_PREFIX "health:epoch"
 #define HEALTH_RECORDS REDIS_PREFIX "health:records"
 #define CONFIG_META "redis-config" /* [0] version applied, [1] routing, [2] keys: hashes synced */
 #define POLL_US 250000
@@ -168,6 +182,7 @@ struct rshare {
     bool told_down; /* the outage was logged */
     bool stopping;
     bool eager; /* ask before the first answer (CGI) */
+    bool flush; /* commands queued: written before the loop waits again */
     int64_t retry_at;
     int64_t backoff_ms;
     int64_t poll_at;
@@ -372,6 +387,11 @@ static int send_cmd(struct rshare *r, redisCallbackFn *fn, void *priv, int argc,
         return -1;
     }
     r->pending++;
+    if (!r->flush && r->conn == RS_UP) {
+        /* written at the end of this turn of the loop, not after one more wait */
+        r->flush = true;
+        r->alarm.at = 0;
+    }
     return 0;
 }
 
@@ -672,7 +692,7 @@ struct rs_op *rshare_admit(struct rshare *r, struct rs_admit *a, rs_done_fn done
     op_argf(op, REDIS_PREFIX "k:%s:tpm", a->key_id != NULL ? a->key_id : "");
     op_argf(op, REDIS_PREFIX "k:%s:spend:%s", a->key_id != NULL ? a->key_id : "",
             a->period != NULL ? a->period : "");
-    op_argf(op, HEALTH_EPOCH);
+    op_argf(op, REDIS_CONFIG); /* its epoch field */
     op_argf(op, HEALTH_RECORDS);
     op_argf(op, REDIS_CONFIG);
     op_argf(op, REDIS_PREFIX "r:%016llx",
@@ -754,10 +774,10 @@ void rshare_health_put(struct rshare *r, const char *field, const char *value)
     }
     const char *a1[4] = {"HSET", HEALTH_RECORDS, field, value};
     size_t l1[4] = {4, strlen(HEALTH_RECORDS), strlen(field), strlen(value)};
-    const char *a2[2] = {"INCR", HEALTH_EPOCH};
-    size_t l2[2] = {4, strlen(HEALTH_EPOCH)};
+    const char *a2[4] = {"HINCRBY", REDIS_CONFIG, "epoch", "1"};
+    size_t l2[4] = {7, strlen(REDIS_CONFIG), 5, 1};
     send_cmd(r, drop_reply, NULL, 4, a1, l1);
-    send_cmd(r, drop_reply, NULL, 2, a2, l2);
+    send_cmd(r, drop_reply, NULL, 4, a2, l2);
 }
 
 void rshare_put_response(struct rshare *r, const char *id, const char *value, int64_t ttl_ms)
@@ -1024,6 +1044,12 @@ static void on_alarm(void *ud, int64_t now)
 {
     struct rshare *r = ud;
     (void)now;
+    if (r->flush) {
+        r->flush = false;
+        if (r->ac != NULL && r->conn == RS_UP) {
+            redisAsyncHandleWrite(r->ac); /* may end the connection: its callbacks run */
+        }
+    }
     int64_t t = mono_us();
     if (r->head != NULL && t >= r->head->deadline) {
         /* Redis is late: nobody waits more than the timeout; the connection
@@ -1053,6 +1079,9 @@ static void on_alarm(void *ud, int64_t now)
 static void schedule(struct rshare *r)
 {
     int64_t at = r->conn == RS_DOWN ? r->retry_at : r->poll_at;
+    if (r->flush) {
+        at = 0;
+    }
     if (r->head != NULL && r->head->deadline < at) {
         at = r->head->deadline;
     }
