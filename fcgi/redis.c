@@ -886,8 +886,14 @@ static void on_pulled(redisAsyncContext *ac, void *reply, void *priv)
             continue; /* not shared (yet): this host's file stays, and is pushed */
         }
         uint64_t h = hash64(t->str, t->len);
-        if (h != file_hash(r, k, NULL)) {
+        uint64_t here = file_hash(r, k, NULL);
+        if (h != here) {
             char err[600];
+            if (here != 0 && here != __atomic_load_n(&w[k + 1], __ATOMIC_RELAXED)) {
+                LOG_WARN("the %s was changed here and on another host at once: the other "
+                         "host's change (redis version %llu) wins, this host's is replaced",
+                         kinds[k]->what, (unsigned long long)v);
+            }
             if (store_replace_text(kinds[k], r->dir, t->str, t->len, err, sizeof(err)) != 0) {
                 LOG_ERROR("the shared %s (redis, version %llu) is not used here: %s",
                           kinds[k]->what, (unsigned long long)v, err);

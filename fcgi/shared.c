@@ -251,6 +251,8 @@ void shared_admit(struct request_ctx *ctx, void (*next)(struct request_ctx *ctx)
         a->response_id = ctx->response_id;
     }
     ctx->rs_next = next;
+    /* the body is in: only a shutdown may end the wait, never the body's timeout */
+    ctx->body_deadline = INT64_MAX;
     ctx->rs_op = rshare_admit(rs, a, admitted, ctx);
     if (ctx->rs_op == NULL) {
         next(ctx); /* Redis is away: local state decides */

@@ -145,7 +145,8 @@ class Apache(Lighttpd):
 
 class LighttpdCgi(Lighttpd):
     """lighttpd running llmproxy.fcgi as a plain CGI program (mod_cgi): a new
-    process per request, sharing the state dir."""
+    process per request, sharing the state dir. mod_cgi hands its programs no
+    environment of its own: `env` reaches them through setenv.add-environment."""
 
     name = "lighttpd-cgi"
 
@@ -155,6 +156,16 @@ class LighttpdCgi(Lighttpd):
         os.chmod(self.state, 0o700)
         conf = os.path.join(self.state, "lighttpd-cgi.conf")
         bindir = os.path.dirname(self.binary)
+        cgi_env = {"LLMPROXY_STATE_DIR": self.state,
+                   "LLMPROXY_MAX_BODY_BYTES": "262144",
+                   "ASAN_OPTIONS": "detect_leaks=0:log_path=%s/asan" % self.state,
+                   "UBSAN_OPTIONS": "print_stacktrace=1:log_path=%s/ubsan" % self.state}
+        cgi_env.update(self.extra_env)
+
+        def quoted(v):
+            return '"%s"' % str(v).replace("\\", "\\\\").replace('"', '\\"')
+        setenv = ",\n                          ".join(
+            "%s => %s" % (quoted(k), quoted(v)) for k, v in cgi_env.items())
         with open(conf, "w") as f:
             f.write("""
 server.modules += ("mod_alias", "mod_rewrite", "mod_setenv", "mod_cgi")
@@ -168,12 +179,9 @@ alias.url = ("/cgi-bin/" => "%(bindir)s/")
 $HTTP["url"] =~ "^/cgi-bin/" { cgi.assign = (".fcgi" => "") }
 url.rewrite-once = ("^/(v1/.*|health)$" => "/cgi-bin/%(prog)s/$1",
                     "^/(admin(/.*)?|metrics)$" => "/cgi-bin/llmproxy-admin.fcgi/$1")
-setenv.add-environment = ("LLMPROXY_STATE_DIR" => "%(state)s",
-                          "LLMPROXY_MAX_BODY_BYTES" => "262144",
-                          "ASAN_OPTIONS" => "detect_leaks=0:log_path=%(state)s/asan",
-                          "UBSAN_OPTIONS" => "print_stacktrace=1:log_path=%(state)s/ubsan")
+setenv.add-environment = (%(setenv)s)
 """ % {"port": self.port, "root": ROOT, "state": self.state, "bindir": bindir,
-                   "prog": os.path.basename(self.binary)})
+                   "prog": os.path.basename(self.binary), "setenv": setenv})
         with open(self.errorlog, "ab") as log:
             self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], stdout=log, stderr=log,
                                          start_new_session=True)

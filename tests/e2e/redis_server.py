@@ -1,7 +1,8 @@
 """A throwaway Redis for the shared-state tests: Debian's redis-server on a unix
 socket in a fresh temp dir, nothing persisted, in its own process group, so it
 can be killed (SIGKILL, as a crash would) and started again, empty, on the same
-socket."""
+socket, or hung (SIGSTOP: it accepts connections, the kernel queues what clients
+send, nothing is answered) and let go again (SIGCONT)."""
 
 import os
 import shutil
@@ -24,6 +25,7 @@ class RedisServer:
         self.logfile = os.path.join(self.dir, "redis.log")
         self.proc = None
         self.starts = 0
+        self.paused = False
 
     def url(self):
         return "unix://" + self.sock
@@ -66,6 +68,22 @@ class RedisServer:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def sigstop(self):
+        """SIGSTOP to redis-server: hung, not gone (stop() is taken: it shuts down)."""
+        if self.proc is None:
+            raise RuntimeError("redis-server is not running")
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def sigcont(self):
+        """SIGCONT: it answers again, everything queued meanwhile first."""
+        if self.proc is not None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.paused = False
+
     def kill(self):
         """SIGKILL to its process group, and waits: a crash, no goodbye to clients."""
         if self.proc is None:
@@ -76,10 +94,13 @@ class RedisServer:
             pass
         self.proc.wait()
         self.proc = None
+        self.paused = False
 
     def stop(self):
         """SIGTERM (SIGKILL after 5 s); the temp dir is removed."""
         if self.proc is not None:
+            if self.paused:
+                self.sigcont()  # a stopped process acts on SIGTERM only once continued
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -14,6 +14,11 @@ or configuration:
   a client key's Rpm holds over both hosts together;
   an admin change on A is served by B within 1 s;
   a Responses follow-up sent to B reaches the backend and key that made it on A;
+  a client key's token budget and its Tpm hold over both hosts together;
+  a CGI host C (lighttpd mod_cgi, a process per request) takes its tickets from
+      the same Redis: round robin over A and C is one cycle;
+  Redis hung (SIGSTOP): no request waits on it past the timeout, every one is
+      answered from local state, and sharing resumes once it is let go;
   Redis SIGKILLed under load: no client sees an error, both hosts log it
       loudly, /metrics says llmproxy_redis_up 0, then 1 after a restart;
   a Redis restarted empty is seeded again, and sharing works after.
@@ -33,7 +38,8 @@ import time
 import traceback
 
 from fake_upstream import FakeUpstream
-from harness import E2E_ENV, ROOT, Apache, Lighttpd, backend, chat, fetch, write_routing
+from harness import (E2E_ENV, ROOT, Apache, Lighttpd, LighttpdCgi, backend, chat, fetch,
+                     write_routing)
 from redis_server import RedisServer
 
 BIN = os.environ.get("LLMPROXY_E2E_BIN") or os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
@@ -49,6 +55,7 @@ class Ctx:
     a = None
     b = None
     t_redis_back = None  # when the load case restarted Redis
+    env = None           # the hosts' environment (with LLMPROXY_REDIS_URL)
 
     @property
     def hosts(self):
@@ -164,6 +171,71 @@ def wait_metric(srv, want, timeout):
         if time.time() - t0 > timeout:
             return None, last
         time.sleep(0.05)
+
+
+def metric_value(srv, name):
+    """An unlabelled sample of srv's /metrics (a float), or a string saying why not."""
+    try:
+        r = fetch(srv.port, "GET", "/metrics", None, admin_headers(srv), timeout=5)
+    except OSError as e:
+        return "scrape failed: %r" % e
+    if r.status != 200:
+        return "scrape answered %d" % r.status
+    m = re.search(r"^%s (\S+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
+    if not m:
+        return "no %s sample" % name
+    return float(m.group(1))
+
+
+def rr_break(seq, names):
+    """None when seq is one round robin cycle over names in configuration order
+    (each request the backend after the one before), else what breaks it."""
+    idx = [names.index(n) if n in names else -1 for n in seq]
+    bad = [i for i in range(1, len(seq)) if idx[i] < 0 or idx[i] != (idx[i - 1] + 1) % len(names)]
+    if idx and idx[0] < 0:
+        bad.insert(0, 0)
+    return None if not bad else "first break at request %d" % bad[0]
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def error_code(r):
+    try:
+        return r.json().get("error", {}).get("code")
+    except ValueError:
+        return None
+
+
+def with_key(ctx, fields, model_name, body):
+    """Makes a client key on A through the admin API (fields: its settings),
+    waits until both hosts know it, runs body(key), and deletes it after,
+    waiting until both hosts are keyless again (the later cases run keyless)."""
+    r = fetch(ctx.a.port, "POST", "/admin/keys", fields, admin_headers(ctx.a))
+    assert r.status == 201, (r.status, r.body[:300])
+    made = r.json()
+    failed = True
+    try:
+        # a host that has the key (any key) refuses a request without one, and
+        # lists the model to a request with this one
+        ok = wait_for(lambda: all(served_models(h) == 401 and
+                                  served_models(h, bearer(made["Key"])) == [model_name]
+                                  for h in ctx.hosts), SYNC_S)
+        assert ok, "a key made on A: GET /v1/models without it / with it answered %s %.0f s later" % (
+            {h.tag: (served_models(h), served_models(h, bearer(made["Key"]))) for h in ctx.hosts}, SYNC_S)
+        note = body(made["Key"])
+        failed = False
+        return note
+    finally:
+        r = fetch(ctx.a.port, "DELETE", "/admin/keys/" + made["Id"], None, admin_headers(ctx.a))
+        back = r.status == 200 and wait_for(
+            lambda: all(served_models(h) == [model_name] for h in ctx.hosts), SYNC_S)
+        if not back and not failed:
+            raise AssertionError("the key deleted on A (%d): hosts answer %s" % (
+                r.status, {h.tag: served_models(h) for h in ctx.hosts}))
 
 
 def unreachable_lines(text):
@@ -428,6 +500,72 @@ def case_rpm(ctx):
                 r.status, {h.tag: served_models(h) for h in ctx.hosts}))
 
 
+def case_budget(ctx):
+    spec = "name=redis-bud+ptok=30+ctok=20"  # 50 tokens an answer
+    set_routing(ctx, {"bud-m": {"Strategy": "Failover", "Backends": [backend("bud", ctx.up.url(spec))]}})
+    ctx.up.reset()
+
+    def body(key):
+        got = []
+        for i in range(8):
+            h = ctx.hosts[i % 2]
+            r = chat(h.port, "bud-m", headers=bearer(key))
+            if r.status == 200:
+                used = r.json().get("usage", {}).get("total_tokens")
+                assert used == 50, "the answer's usage says %r tokens, the case needs 50: %s" % (
+                    used, r.body[:300])
+                got.append((h.tag[0], 200))
+            else:
+                code = error_code(r)
+                got.append((h.tag[0], r.status if code == "insufficient_quota" else
+                            "%d/%s" % (r.status, code)))
+        statuses = [st for _, st in got]
+        # the budget is checked before each request: 2 answers spend the 100
+        # tokens, whichever hosts answered them; every request after is refused
+        assert statuses == [200] * 2 + [429] * 6, \
+            "BudgetTokens 100, 50 tokens an answer, over both hosts: %d answered 200 (want 2, then " \
+            "429 insufficient_quota on both): %s" % (statuses.count(200), shown(got))
+        sent = len(requests_for(ctx.up, spec))
+        assert sent == 2, "the backend got %d requests, 2 answered (a refused one must not reach it)" % sent
+        return "A 200, B 200, then 429 insufficient_quota on both"
+    return with_key(ctx, {"Name": "redis-budget", "BudgetTokens": 100}, "bud-m", body)
+
+
+def case_tpm(ctx):
+    spec = "name=redis-tpm+ptok=30+ctok=20"  # 50 tokens an answer
+    set_routing(ctx, {"tpm-m": {"Strategy": "Failover", "Backends": [backend("tpm", ctx.up.url(spec))]}})
+    ctx.up.reset()
+
+    def body(key):
+        got = []
+        t0 = time.time()
+        for i in range(4):
+            h = ctx.hosts[i % 2]
+            r = chat(h.port, "tpm-m", headers=bearer(key))
+            if r.status == 200:
+                used = r.json().get("usage", {}).get("total_tokens")
+                assert used == 50, "the answer's usage says %r tokens, the case needs 50: %s" % (
+                    used, r.body[:300])
+                got.append((h.tag[0], 200))
+            else:
+                code = error_code(r)
+                got.append((h.tag[0], r.status if code == "rate_limit_exceeded" else
+                            "%d/%s" % (r.status, code)))
+        took = time.time() - t0
+        statuses = [st for _, st in got]
+        # Tpm 100: a token comes back every 0.6 s; 2 answers of 50 empty the
+        # bucket, so a request within 0.6 s of the first answer is refused
+        assert took < 0.6, "the 4 requests took %.2f s: past 0.6 s a token came back, the case " \
+                           "tells nothing (%s)" % (took, shown(got))
+        assert statuses == [200, 200, 429, 429], \
+            "Tpm 100, 50 tokens an answer, A then B then A, B: %s (want 200 200 then 429 " \
+            "rate_limit_exceeded on both)" % shown(got)
+        sent = len(requests_for(ctx.up, spec))
+        assert sent == 2, "the backend got %d requests, 2 answered (a refused one must not reach it)" % sent
+        return "A 200, B 200, A 429, B 429 in %.2f s" % took
+    return with_key(ctx, {"Name": "redis-tpm", "Tpm": 100}, "tpm-m", body)
+
+
 def case_admin_change(ctx):
     set_routing(ctx, {"adm-base": model(["adm-base"], ctx.up)})
     took = []
@@ -485,6 +623,142 @@ def case_responses(ctx):
         if r.status != 200 or r.json().get("previous_response_id") != rid or served_by(r) != name:
             problems.append("POST previous_response_id=%s on B: %d %s" % (rid, r.status, r.body[:200]))
     assert not problems, "\n".join(problems)
+
+
+def case_cgi_host(ctx):
+    names = ["cgi-rr-a", "cgi-rr-b", "cgi-rr-c"]
+    models = {"cgi-rr3": model(names, ctx.up, "RoundRobin")}
+    set_routing(ctx, models)
+    c = LighttpdCgi(BIN, env=ctx.env)
+    c.tag = "C(lighttpd-cgi)"
+    problems = []
+    try:
+        c.start(models)
+        wait_serving(ctx, models, hosts=[c])
+        pair = (ctx.a, c)
+        got = []
+        for i in range(30):
+            h = pair[i % 2]
+            r = chat(h.port, "cgi-rr3")
+            assert r.status == 200, (h.tag, i, r.status, r.body[:300])
+            got.append((h.tag[0], served_by(r)))
+        seq = [n for _, n in got]
+        counts = {n: seq.count(n) for n in names}
+        assert counts == {n: 10 for n in names}, (counts, shown(got))
+        why = rr_break(seq, names)
+        assert why is None, "round robin over A (FastCGI) and C (CGI) is not one cycle in " \
+                            "configuration order (%s): %s" % (why, shown(got))
+    finally:
+        # a CGI program ends once what it told Redis is answered: gone in a moment
+        if not wait_for(lambda: not program_pids(c), 5):
+            problems.append("C's CGI programs still running 5 s after the last request: %s" %
+                            program_pids(c))
+        c.stop()
+    reports = c.sanitizer_reports()
+    if reports:
+        problems.append("C: sanitizer reports:\n%s" % "\n".join(reports)[-3000:])
+    assert not problems, "\n".join(problems)
+    return "10 each, one cycle over A,C"
+
+
+def case_redis_hung(ctx):
+    names = ["hung-a", "hung-b", "hung-c"]
+    set_routing(ctx, {"hung-m": model(names, ctx.up, "RoundRobin")})
+    before = {h.tag: metric_value(h, "llmproxy_redis_fallbacks_total") for h in ctx.hosts}
+    marks = {h.tag: len(h.log()) for h in ctx.hosts}
+    got = []  # (host, status or error, seconds)
+    try:
+        ctx.redis.sigstop()
+        t_stop = time.time()
+        for i in range(60):
+            h = ctx.hosts[i % 2]
+            t0 = time.time()
+            try:
+                r = chat(h.port, "hung-m", timeout=10)
+                got.append((h.tag[0], r.status, time.time() - t0))
+            except Exception as e:  # noqa: BLE001
+                got.append((h.tag[0], repr(e), time.time() - t0))
+            # paced over a second and more: past the first timeout, the 100 ms
+            # backoff and the connection made again (which Redis never answers),
+            # and past a few of the 250 ms configuration polls
+            time.sleep(0.02)
+        after = {h.tag: metric_value(h, "llmproxy_redis_fallbacks_total") for h in ctx.hosts}
+    finally:
+        ctx.redis.sigcont()
+    t_cont = time.time()
+    hung_s = t_cont - t_stop
+    problems = []
+    bad = ["%s#%d: %s (%.3f s)" % (t, i, st, dt) for i, (t, st, dt) in enumerate(got) if st != 200]
+    if bad:
+        problems.append("%d of 60 requests not answered 200 while Redis was hung: %s" % (
+            len(bad), ", ".join(bad[:5])))
+    times = [dt for _, _, dt in got]
+    slow = ["%s#%d %.3f s" % (t, i, dt) for i, (t, _, dt) in enumerate(got) if dt >= 0.5]
+    if slow:
+        problems.append("%d request(s) took 0.5 s or more while Redis was hung (timeout 50 ms): %s" % (
+            len(slow), ", ".join(slow[:10])))
+    med = median(times)
+    if med >= 0.1:
+        problems.append("the median request took %.3f s while Redis was hung (timeout 50 ms)" % med)
+    for h in ctx.hosts:
+        b, a = before[h.tag], after[h.tag]
+        if not isinstance(b, float) or not isinstance(a, float) or a - b < 30:
+            problems.append("%s's llmproxy_redis_fallbacks_total: %s before, %s after its 30 requests "
+                            "decided without Redis" % (h.tag, b, a))
+    # let go: Redis answers what waited first; each responder is back on its
+    # own (a dropped connection is made again after its backoff, 5 s at most)
+    deadline = t_cont + 10.0
+    rounds = []
+    exact = None
+    while exact is None and time.time() < deadline:
+        seq = []
+        for i in range(12):
+            h = ctx.hosts[i % 2]
+            r = chat(h.port, "hung-m", timeout=10)
+            if r.status != 200:
+                problems.append("%s after SIGCONT: %d %s" % (h.tag, r.status, r.body[:200]))
+                break
+            seq.append((h.tag[0], served_by(r)))
+        else:
+            if rr_break([n for _, n in seq], names) is None:
+                exact = time.time() - t_cont
+            else:
+                rounds.append(shown(seq))
+        if problems:
+            break
+    if exact is None and not problems:
+        problems.append("round robin over both hosts not one cycle again 10 s after SIGCONT "
+                        "(%d rounds of 12, the last: %s)" % (len(rounds), rounds[-1:] or "none"))
+    for h in ctx.hosts:
+        took, last = wait_metric(h, 1.0, max(0.5, deadline - time.time()))
+        if took is None:
+            problems.append("%s's /metrics 10 s after SIGCONT: llmproxy_redis_up %s, not 1" % (h.tag, last))
+    # every responder that gave up on Redis says it is back (the next cases
+    # need each to tell a new outage again)
+    def pids_saying(text, what):
+        return {m.group(1) for l in text.splitlines() if what(l.lower())
+                for m in [re.search(r"llmproxy\[(\d+)\]", l)] if m}
+
+    def back_everywhere():
+        for h in ctx.hosts:
+            text = h.log()[marks[h.tag]:]
+            down = pids_saying(text, lambda l: "redis" in l and "unreachable" in l)
+            up = pids_saying(text, lambda l: "redis" in l and "answers again" in l)
+            if down - up:
+                return False
+        return True
+    if not wait_for(back_everywhere, max(0.5, deadline - time.time())):
+        for h in ctx.hosts:
+            text = h.log()[marks[h.tag]:]
+            down = pids_saying(text, lambda l: "redis" in l and "unreachable" in l)
+            up = pids_saying(text, lambda l: "redis" in l and "answers again" in l)
+            if down - up:
+                problems.append("%s: responder(s) %s logged Redis unreachable and not that it answers "
+                                "again 10 s after SIGCONT:\n%s" % (h.tag, sorted(down - up),
+                                                                   "\n".join(text.splitlines()[-8:])))
+    assert not problems, "\n".join(problems)
+    return "60 requests in %.1f s hung: median %.3f s, slowest %.3f s; shared again %.2f s after " \
+           "SIGCONT" % (hung_s, med, max(times), exact)
 
 
 def case_redis_killed(ctx):
@@ -642,8 +916,12 @@ CASES = [
     ("a 429 on A cools the key for B", case_cooldown),
     ("circuit opened on A is open on B", case_circuit),
     ("one key's Rpm holds across both", case_rpm),
+    ("a budget holds across both", case_budget),
+    ("a Tpm holds across both", case_tpm),
     ("an admin change on one host is served by the other within 1 s", case_admin_change),
     ("Responses follow-up on the other host", case_responses),
+    ("a CGI host shares too", case_cgi_host),
+    ("a hung Redis (SIGSTOP) delays no request past the timeout", case_redis_hung),
     ("Redis killed under load and brought back", case_redis_killed),
     ("Redis restarted empty is re-seeded", case_reseeded),
     ("both instances stop cleanly, no sanitizer reports, well-formed upstream requests", case_stop),
@@ -661,6 +939,7 @@ def run(report):
             started.append(ctx.redis)
             ctx.redis.start()
             env = dict(E2E_ENV, LLMPROXY_REDIS_URL=ctx.redis.url())
+            ctx.env = env
             ctx.a = Lighttpd(BIN, procs=2, env=env)
             ctx.a.tag = "A(lighttpd)"
             ctx.b = Apache(BIN, procs=1, env=env)
