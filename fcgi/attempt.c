@@ -798,8 +798,10 @@ void attempt_start(struct request_ctx *ctx)
                 ctx->trial_backend = b; /* whichever of its keys goes first */
                 ctx->trial_stamp = trial;
             }
-            ctx->key_start =
-                route_key_index(b, route_key_counter(m, ctx->order[ctx->oi], ctx->ticket));
+            /* the first backend's keys turn with the tickets it took; a
+             * backend tried after it, with every ticket */
+            ctx->key_start = route_key_index(
+                b, ctx->oi == 0 ? route_key_counter(m, ctx->order[0], ctx->ticket) : ctx->ticket);
         }
         size_t k = (ctx->key_start + ctx->key_tries) % nkeys;
         ctx->key_tries++;

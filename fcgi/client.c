@@ -255,29 +255,8 @@ bool client_admit_model(struct request_ctx *ctx)
         }
         ctx->limits_known |= 2;
     }
-    if (k->rpm > 0) {
-        uint64_t *w = state_words(st, STATE_NS_CLIENT, k->id, KEYS_SLOT_RPM, NULL);
-        if (w == NULL) {
-            return no_room(ctx);
-        }
-        /* Redis took the unit (or refused): the same arithmetic on its word
-         * gives the same verdict, and the headers' view */
-        bool ok = limit_take(bucket(w, &copy, shared, ra->rpm_tat), now, k->rpm, &ctx->rpm_view);
-        if (shared) {
-            ok = ra->rpm_ok == 1;
-            bucket(w, &copy, true, copy); /* the unit taken, here too */
-        }
-        if (!ok) {
-            ctx->limits_known |= 1;
-            if (ctx->rpm_view.retry_after == 0) {
-                ctx->rpm_view.retry_after = 1;
-            }
-            char msg[200];
-            snprintf(msg, sizeof(msg), "This API key made its %u requests per minute.", k->rpm);
-            return too_many(ctx, msg, NULL, ctx->rpm_view.retry_after);
-        }
-        ctx->limits_known |= 1;
-    }
+    /* a spent budget is refused before the request takes a unit of Rpm
+     * (Redis's script decides in the same order) */
     if (k->budget_usd >= 0 || k->budget_tokens >= 0) {
         const uint64_t *w = period_words(ctx, (int64_t)(now / 1000000));
         if (w == NULL) {
@@ -305,6 +284,29 @@ bool client_admit_model(struct request_ctx *ctx)
                 return too_many(ctx, msg, "insufficient_quota", retry);
             }
         }
+    }
+    if (k->rpm > 0) {
+        uint64_t *w = state_words(st, STATE_NS_CLIENT, k->id, KEYS_SLOT_RPM, NULL);
+        if (w == NULL) {
+            return no_room(ctx);
+        }
+        /* Redis took the unit (or refused): the same arithmetic on its word
+         * gives the same verdict, and the headers' view */
+        bool ok = limit_take(bucket(w, &copy, shared, ra->rpm_tat), now, k->rpm, &ctx->rpm_view);
+        if (shared) {
+            ok = ra->rpm_ok == 1;
+            bucket(w, &copy, true, copy); /* the unit taken, here too */
+        }
+        if (!ok) {
+            ctx->limits_known |= 1;
+            if (ctx->rpm_view.retry_after == 0) {
+                ctx->rpm_view.retry_after = 1;
+            }
+            char msg[200];
+            snprintf(msg, sizeof(msg), "This API key made its %u requests per minute.", k->rpm);
+            return too_many(ctx, msg, NULL, ctx->rpm_view.retry_after);
+        }
+        ctx->limits_known |= 1;
     }
     return true;
 }

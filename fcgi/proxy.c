@@ -708,6 +708,16 @@ static void route_request(struct request_ctx *ctx)
     if (ctx->key != NULL && !client_model_ok(ctx)) {
         return;
     }
+    if (ctx->info.background && ctx->ep->stream == EP_STREAM_RESPONSES && ctx->key != NULL &&
+        (ctx->key->tpm > 0 || ctx->key->budget_usd >= 0 || ctx->key->budget_tokens >= 0)) {
+        /* its tokens are known only when it is fetched later, which is not
+         * metered: a limited key could generate past its limits */
+        proxy_answer_error(ctx, 400,
+                           "Background responses are not available to an API key with a token "
+                           "limit or budget.",
+                           "invalid_request_error", "background", "background_not_allowed", NULL);
+        return;
+    }
     if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {
         request_previous_id(body, &ctx->info, ctx->response_id);
     }
@@ -724,16 +734,6 @@ static void route_admitted(struct request_ctx *ctx)
     if (ctx->info.stream && ctx->ep->stream == EP_STREAM_CHAT_SSE) {
         ctx->usage_added = request_usage_edit(body, ctx->body.len, &ctx->info, &ctx->usage_edit) ==
                            REQUEST_USAGE_ADDED;
-    }
-    if (ctx->info.background && ctx->ep->stream == EP_STREAM_RESPONSES && ctx->key != NULL &&
-        (ctx->key->tpm > 0 || ctx->key->budget_usd >= 0 || ctx->key->budget_tokens >= 0)) {
-        /* its tokens are known only when it is fetched later, which is not
-         * metered: a limited key could generate past its limits */
-        proxy_answer_error(ctx, 400,
-                           "Background responses are not available to an API key with a token "
-                           "limit or budget.",
-                           "invalid_request_error", "background", "background_not_allowed", NULL);
-        return;
     }
     ctx->asked = ctx->model;
     if (ctx->info.prev_len > 0 && ctx->ep->stream == EP_STREAM_RESPONSES) {

@@ -44,23 +44,7 @@ static const char admit_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local W = 60000000\n"
     "local out = {-1, -1, '0', '0', {'0', '0', '0', '0'}, '', {}, '', false}\n"
-    "if ARGV[2] == '1' then out[1] = redis.call('INCR', KEYS[1]) - 1 end\n"
-    "local rpm = tonumber(ARGV[3])\n"
-    "if rpm > 0 then\n"
-    "  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
-    "  local t = math.floor(W / rpm)\n"
-    "  if t < 1 then t = 1 end\n"
-    "  local base = tat\n"
-    "  if base > now and base - now > W then base = now end\n"
-    "  if base < now then base = now end\n"
-    "  local nxt = base + t\n"
-    "  out[3] = string.format('%.0f', tat)\n"
-    "  if nxt - now > W then out[2] = 0 else\n"
-    "    out[2] = 1\n"
-    "    redis.call('SET', KEYS[2], string.format('%.0f', nxt), 'PX', 120000)\n"
-    "  end\n"
-    "end\n"
-    "if tonumber(ARGV[4]) > 0 then out[4] = redis.call('GET', KEYS[3]) or '0' end\n"
+    "local ok = true\n"
     "if ARGV[5] == '1' then\n"
     "  local s = {0, 0, 0, 0}\n"
     "  local mine = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}\n"
@@ -69,7 +53,10 @@ static const char admit_lua[] =
     "  for j = 1, #all, 2 do\n"
     "    local i = 1\n"
     "    local v = {}\n"
-    "    for n in string.gmatch(all[j + 1], '%d+') do v[i] = tonumber(n); i = i + 1 end\n"
+    "    for n in string.gmatch(all[j + 1], '%d+') do\n"
+    "      if i <= 4 then v[i] = tonumber(n) end\n"
+    "      i = i + 1\n"
+    "    end\n"
     "    if all[j] == ARGV[6] then\n"
     "      had = true\n"
     "      for k = 1, 4 do if (v[k] or 0) > mine[k] then mine[k] = v[k] end end\n"
@@ -82,8 +69,37 @@ static const char admit_lua[] =
     "    redis.call('HSET', KEYS[4], ARGV[6], own)\n"
     "    if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[11]) end\n"
     "  end\n"
-    "  for k = 1, 4 do out[5][k] = string.format('%.0f', s[k] + mine[k]) end\n"
+    "  for k = 1, 4 do s[k] = s[k] + mine[k]; out[5][k] = string.format('%.0f', s[k]) end\n"
+    "  local bc, bt = tonumber(ARGV[14]), tonumber(ARGV[15])\n"
+    "  if (bc >= 0 and s[4] >= bc) or (bt >= 0 and s[2] + s[3] >= bt) then ok = false end\n"
     "end\n"
+    "local tpm = tonumber(ARGV[4])\n"
+    "if tpm > 0 then\n"
+    "  out[4] = redis.call('GET', KEYS[3]) or '0'\n"
+    "  local tat = tonumber(out[4])\n"
+    "  local t = math.floor(W / tpm)\n"
+    "  if t < 1 then t = 1 end\n"
+    "  if tat > now and tat - now > 10 * W then tat = now end\n"
+    "  if tat > now and tat - now + t > W then ok = false end\n"
+    "end\n"
+    "local rpm = tonumber(ARGV[3])\n"
+    "if rpm > 0 then\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "  out[3] = string.format('%.0f', tat)\n"
+    "  if ok then\n"
+    "    local t = math.floor(W / rpm)\n"
+    "    if t < 1 then t = 1 end\n"
+    "    local base = tat\n"
+    "    if base > now and base - now > W then base = now end\n"
+    "    if base < now then base = now end\n"
+    "    local nxt = base + t\n"
+    "    if nxt - now > W then out[2] = 0; ok = false else\n"
+    "      out[2] = 1\n"
+    "      redis.call('SET', KEYS[2], string.format('%.0f', nxt), 'PX', 120000)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[2] == '1' and ok then out[1] = redis.call('INCR', KEYS[1]) - 1 end\n"
     "local cv = redis.call('HMGET', KEYS[7], 'v', 'epoch')\n"
     "out[6] = cv[2] or '0'\n"
     "if out[6] ~= ARGV[12] then out[7] = redis.call('HGETALL', KEYS[6]) end\n"
@@ -114,7 +130,7 @@ static const char after_lua[] =
     "  if cur then\n"
     "    local i = 1\n"
     "    for n in string.gmatch(cur, '%d+') do\n"
-    "      if tonumber(n) > mine[i] then mine[i] = tonumber(n) end\n"
+    "      if i <= 4 and tonumber(n) > mine[i] then mine[i] = tonumber(n) end\n"
     "      i = i + 1\n"
     "    end\n"
     "  end\n"
@@ -125,14 +141,18 @@ static const char after_lua[] =
     "return 1\n";
 
 /* The configuration: a change is written only over the version it was
- * made from (ARGV[3]; '' for an empty Redis, which is how one is seeded);
- * a field given as '-' is left as it is. Returns {1, v} or {0, v now}. */
+ * made from (ARGV[3]; '' for an empty Redis, which is how one is seeded,
+ * with a new generation ARGV[4]: versions of two seedings never compare
+ * equal); a field given as '-' is left as it is. Returns {1, v, gen} or
+ * {0, v now, ''}. */
 static const char config_lua[] =
     "local v = redis.call('HGET', KEYS[1], 'v') or ''\n"
-    "if v ~= ARGV[3] then return {0, v} end\n"
+    "if v ~= ARGV[3] then return {0, v, ''} end\n"
+    "if v == '' then redis.call('HSET', KEYS[1], 'gen', ARGV[4]) end\n"
     "if ARGV[1] ~= '-' then redis.call('HSET', KEYS[1], 'routing', ARGV[1]) end\n"
     "if ARGV[2] ~= '-' then redis.call('HSET', KEYS[1], 'keys', ARGV[2]) end\n"
-    "return {1, tostring(redis.call('HINCRBY', KEYS[1], 'v', 1))}\n";
+    "return {1, tostring(redis.call('HINCRBY', KEYS[1], 'v', 1)),\n"
+    "        redis.call('HGET', KEYS[1], 'gen') or ''}\n";
 
 enum { SCRIPT_ADMIT, SCRIPT_AFTER, SCRIPT_CONFIG, NSCRIPTS };
 static const char *const script_text[NSCRIPTS] = {admit_lua, after_lua, config_lua};
@@ -140,11 +160,15 @@ static const char *const script_text[NSCRIPTS] = {admit_lua, after_lua, config_l
 /* ---- the connection ---- */
 
 #define HEALTH_RECORDS REDIS_PREFIX "health:records"
-#define CONFIG_META "redis-config" /* [0] version applied, [1] routing, [2] keys: hashes synced */
+#define CONFIG_META                                                                                \
+    "redis-config" /* [0] version applied, [1] routing, [2] keys: hashes synced, [3] generation */
 #define POLL_US 250000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define MAX_ARGS 24
+#define MAX_ARGS 32
+/* commands not answered yet past which writes are dropped (a Redis that takes
+ * them but does not answer must not grow our memory) */
+#define MAX_PENDING 20000
 
 enum rs_conn { RS_DOWN, RS_CONNECTING, RS_UP };
 
@@ -158,7 +182,8 @@ struct rs_op {
     rs_done_fn done;
     void *ud;
     struct rs_admit *a;
-    void (*config_cb)(struct rshare *r, redisReply *reply); /* config script's answer */
+    void (*config_cb)(struct rshare *r, struct rs_op *op, redisReply *reply); /* config script's */
+    uint64_t hashes[2]; /* a push: what was sent (0: that file was not) */
     int argc;
     const char *argv[MAX_ARGS];
     size_t lens[MAX_ARGS];
@@ -183,6 +208,11 @@ struct rshare {
     bool stopping;
     bool eager; /* ask before the first answer (CGI) */
     bool flush; /* commands queued: written before the loop waits again */
+    bool kill;  /* the server said it cannot serve us: drop the connection */
+    char kill_why[160];
+    int64_t connect_at; /* when the connection was begun */
+    int64_t poll_sent;  /* when the config poll in flight was sent */
+    uint64_t bad[2];    /* a file found invalid (logged once) */
     int64_t retry_at;
     int64_t backoff_ms;
     int64_t poll_at;
@@ -333,6 +363,60 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
 }
 
+/* Errors that say this server cannot serve llmproxy now (a wrong password,
+ * a replica after a failover, a Redis still loading its data): the
+ * connection is given up and retried with backoff, never taken as Redis
+ * being there. */
+static bool unusable_error(const char *e)
+{
+    static const char *const prefixes[] = {"NOAUTH",
+                                           "WRONGPASS",
+                                           "READONLY",
+                                           "LOADING",
+                                           "MASTERDOWN",
+                                           "MISCONF",
+                                           "NOPERM",
+                                           "NOREPLICAS",
+                                           "ERR invalid password",
+                                           "ERR AUTH",
+                                           "ERR Client sent AUTH",
+                                           "ERR DB index",
+                                           "ERR invalid DB",
+                                           "BUSY"};
+    for (size_t i = 0; i < ARRAY_LEN(prefixes); i++) {
+        if (strncmp(e, prefixes[i], strlen(prefixes[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void refuse(struct rshare *r, const char *why)
+{
+    if (!r->kill) {
+        r->kill = true;
+        snprintf(r->kill_why, sizeof(r->kill_why), "%s", why);
+        r->alarm.at = 0; /* dropped from the alarm, outside hiredis's callbacks */
+    }
+}
+
+static void answered(struct rshare *r);
+
+/* The start of every reply callback: false when there is no usable reply. */
+static bool got(struct rshare *r, const redisReply *rep)
+{
+    r->pending--;
+    if (rep == NULL) {
+        return false;
+    }
+    if (rep->type == REDIS_REPLY_ERROR && unusable_error(rep->str)) {
+        refuse(r, rep->str);
+        return false;
+    }
+    answered(r);
+    return true;
+}
+
 /* A reply came: Redis is here. */
 static void answered(struct rshare *r)
 {
@@ -349,17 +433,36 @@ static void answered(struct rshare *r)
     meta_set(r, 0, 1);
 }
 
+/* A script or command error that is ours (not the server's state): logged,
+ * at most once a minute per process. */
+static void log_error_reply(struct rshare *r, const char *e)
+{
+    static int64_t last; /* atomic */
+    int64_t t = mono_us(), l = __atomic_load_n(&last, __ATOMIC_RELAXED);
+    if ((l == 0 || t - l > 60000000) &&
+        __atomic_compare_exchange_n(&last, &l, t, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        LOG_WARN("redis %s: %s", r->set.url.shown, e);
+    }
+}
+
 static void drop_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rshare *r = ac->data;
+    redisReply *rep = reply;
+    if (got(r, rep) && rep->type == REDIS_REPLY_ERROR) {
+        log_error_reply(r, rep->str);
+    }
     (void)priv;
-    r->pending--;
-    if (reply != NULL) {
-        answered(r);
-        redisReply *rep = reply;
-        if (rep->type == REDIS_REPLY_ERROR) {
-            LOG_WARN("redis %s: %s", r->set.url.shown, rep->str);
-        }
+}
+
+/* AUTH and SELECT: any error means this connection cannot be used. */
+static void setup_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rshare *r = ac->data;
+    redisReply *rep = reply;
+    (void)priv;
+    if (got(r, rep) && rep->type == REDIS_REPLY_ERROR) {
+        refuse(r, rep->str);
     }
 }
 
@@ -367,15 +470,14 @@ static void on_loaded(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rshare *r = ac->data;
     int i = (int)(intptr_t)priv;
-    r->pending--;
     redisReply *rep = reply;
-    if (rep != NULL) {
-        answered(r);
+    if (got(r, rep)) {
         if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->sha[i])) {
             memcpy(r->sha[i], rep->str, rep->len);
             r->sha[i][rep->len] = '\0';
         } else if (rep->type == REDIS_REPLY_ERROR) {
             LOG_ERROR("redis %s refused llmproxy's script: %s", r->set.url.shown, rep->str);
+            refuse(r, rep->str);
         }
     }
 }
@@ -383,7 +485,8 @@ static void on_loaded(redisAsyncContext *ac, void *reply, void *priv)
 static int send_cmd(struct rshare *r, redisCallbackFn *fn, void *priv, int argc, const char **argv,
                     const size_t *lens)
 {
-    if (r->ac == NULL || redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, lens) != REDIS_OK) {
+    if (r->ac == NULL || r->pending >= MAX_PENDING ||
+        redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, lens) != REDIS_OK) {
         return -1;
     }
     r->pending++;
@@ -426,16 +529,18 @@ static void connect_now(struct rshare *r)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     r->conn = RS_CONNECTING;
     r->answered = false;
+    r->kill = false;
+    r->connect_at = mono_us();
     /* the connection's first commands, answered before anything sent after */
     if (u->pass[0] != '\0') {
         const char *argv[3] = {"AUTH", u->user, u->pass};
         size_t lens[3] = {4, strlen(u->user), strlen(u->pass)};
         if (u->user[0] != '\0') {
-            send_cmd(r, drop_reply, NULL, 3, argv, lens);
+            send_cmd(r, setup_reply, NULL, 3, argv, lens);
         } else {
             argv[1] = u->pass;
             lens[1] = lens[2];
-            send_cmd(r, drop_reply, NULL, 2, argv, lens);
+            send_cmd(r, setup_reply, NULL, 2, argv, lens);
         }
     }
     if (u->db != 0) {
@@ -443,7 +548,7 @@ static void connect_now(struct rshare *r)
         snprintf(db, sizeof(db), "%d", u->db);
         const char *argv[2] = {"SELECT", db};
         size_t lens[2] = {6, strlen(db)};
-        send_cmd(r, drop_reply, NULL, 2, argv, lens);
+        send_cmd(r, setup_reply, NULL, 2, argv, lens);
     }
     for (int i = 0; i < NSCRIPTS; i++) {
         const char *argv[3] = {"SCRIPT", "LOAD", script_text[i]};
@@ -638,9 +743,8 @@ static void on_script(redisAsyncContext *ac, void *reply, void *priv)
     struct rshare *r = ac->data;
     struct rs_op *op = priv;
     redisReply *rep = reply;
-    r->pending--;
-    if (rep == NULL) {
-        /* the connection went: undecided, so local */
+    if (!got(r, rep)) {
+        /* the connection went, or cannot serve: undecided, so local */
         if (op->done != NULL) {
             finish_admit(op, false);
         }
@@ -650,7 +754,6 @@ static void on_script(redisAsyncContext *ac, void *reply, void *priv)
         op_free(op);
         return;
     }
-    answered(r);
     if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->sent_text) {
         /* the script cache was flushed: once more, with the script */
         r->sha[op->script][0] = '\0';
@@ -659,7 +762,7 @@ static void on_script(redisAsyncContext *ac, void *reply, void *priv)
         }
     }
     if (rep->type == REDIS_REPLY_ERROR) {
-        LOG_WARN("redis %s: %s", r->set.url.shown, rep->str);
+        log_error_reply(r, rep->str);
     }
     if (op->done != NULL) {
         bool ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 9;
@@ -669,7 +772,7 @@ static void on_script(redisAsyncContext *ac, void *reply, void *priv)
         finish_admit(op, ok);
     }
     if (op->config_cb != NULL) {
-        op->config_cb(r, rep);
+        op->config_cb(r, op, rep);
     }
     op_free(op);
 }
@@ -711,6 +814,8 @@ struct rs_op *rshare_admit(struct rshare *r, struct rs_admit *a, rs_done_fn done
     op_argf(op, "%lld", (long long)a->spend_ttl_s);
     op_argf(op, "%s", r->epoch[0] != '\0' ? r->epoch : "-");
     op_argf(op, "%d", a->response_id != NULL);
+    op_argf(op, "%lld", (long long)(a->period != NULL ? a->budget_micro : -1));
+    op_argf(op, "%lld", (long long)(a->period != NULL ? a->budget_tokens : -1));
     if (op_send(op) != 0) {
         op_free(op);
         meta_add(r, 1);
@@ -737,10 +842,11 @@ void rshare_cancel(struct rs_op *op)
     }
 }
 
-/* Writes go out while the connection is being made too (hiredis queues them). */
+/* Writes go where requests' scripts go: a connection that answered (or a
+ * CGI process's, whose one request asks at once). */
 static bool writable(struct rshare *r)
 {
-    return usable(r) || (r->ac != NULL && r->conn == RS_CONNECTING);
+    return usable(r);
 }
 
 void rshare_after(struct rshare *r, const char *key_id, uint32_t tpm, uint64_t tokens,
@@ -860,28 +966,45 @@ static void poll_done(struct rshare *r)
     schedule(r);
 }
 
+/* Raises w (a version applied) only forward within one generation: a
+ * late pull of an older version never undoes a newer one. */
+static void applied(uint64_t *w, uint64_t v, uint64_t gen)
+{
+    uint64_t g = __atomic_load_n(&w[3], __ATOMIC_RELAXED);
+    uint64_t cur = __atomic_load_n(&w[0], __ATOMIC_RELAXED);
+    if (g == gen && cur >= v) {
+        return;
+    }
+    __atomic_store_n(&w[0], v, __ATOMIC_RELAXED);
+    __atomic_store_n(&w[3], gen, __ATOMIC_RELAXED);
+}
+
+static uint64_t str_hash(const redisReply *e)
+{
+    return e != NULL && e->type == REDIS_REPLY_STRING ? hash64(e->str, e->len) : 0;
+}
+
 /* The shared version's files, written here where they differ. */
 static void on_pulled(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rshare *r = ac->data;
     (void)priv;
-    r->pending--;
     redisReply *rep = reply;
-    if (rep == NULL) {
+    if (!got(r, rep)) {
         r->polling = false;
         return;
     }
-    answered(r);
     uint64_t *w = meta(r, CONFIG_META);
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 || w == NULL ||
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4 || w == NULL ||
         rep->element[0]->type != REDIS_REPLY_STRING) {
         poll_done(r);
         return;
     }
     uint64_t v = strtoull(rep->element[0]->str, NULL, 10);
+    uint64_t gen = str_hash(rep->element[1]);
     bool changed = false;
     for (int k = 0; k < 2; k++) {
-        const redisReply *t = rep->element[k + 1];
+        const redisReply *t = rep->element[k + 2];
         if (t->type != REDIS_REPLY_STRING) {
             continue; /* not shared (yet): this host's file stays, and is pushed */
         }
@@ -895,8 +1018,11 @@ static void on_pulled(redisAsyncContext *ac, void *reply, void *priv)
                          kinds[k]->what, (unsigned long long)v);
             }
             if (store_replace_text(kinds[k], r->dir, t->str, t->len, err, sizeof(err)) != 0) {
-                LOG_ERROR("the shared %s (redis, version %llu) is not used here: %s",
-                          kinds[k]->what, (unsigned long long)v, err);
+                if (r->bad[k] != h) {
+                    LOG_ERROR("the shared %s (redis, version %llu) is not used here: %s",
+                              kinds[k]->what, (unsigned long long)v, err);
+                    r->bad[k] = h;
+                }
                 continue;
             }
             LOG_INFO("the %s was changed on another host: version %llu from redis applied",
@@ -905,7 +1031,7 @@ static void on_pulled(redisAsyncContext *ac, void *reply, void *priv)
         }
         __atomic_store_n(&w[k + 1], h, __ATOMIC_RELAXED);
     }
-    __atomic_store_n(&w[0], v, __ATOMIC_RELAXED);
+    applied(w, v, gen);
     if (changed) {
         meta_add(r, 2);
         state_next(r->st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
@@ -913,19 +1039,20 @@ static void on_pulled(redisAsyncContext *ac, void *reply, void *priv)
     poll_done(r);
 }
 
-static void on_pushed(struct rshare *r, redisReply *rep)
+static void on_pushed(struct rshare *r, struct rs_op *op, redisReply *rep)
 {
     uint64_t *w = meta(r, CONFIG_META);
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
         rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 1 &&
         rep->element[1]->type == REDIS_REPLY_STRING && w != NULL) {
+        /* what was sent is what is shared now (the file may have changed
+         * again meanwhile: that is pushed by the next poll) */
         for (int k = 0; k < 2; k++) {
-            uint64_t h = file_hash(r, k, NULL);
-            if (h != 0) {
-                __atomic_store_n(&w[k + 1], h, __ATOMIC_RELAXED);
+            if (op->hashes[k] != 0) {
+                __atomic_store_n(&w[k + 1], op->hashes[k], __ATOMIC_RELAXED);
             }
         }
-        __atomic_store_n(&w[0], strtoull(rep->element[1]->str, NULL, 10), __ATOMIC_RELAXED);
+        applied(w, strtoull(rep->element[1]->str, NULL, 10), str_hash(rep->element[2]));
         meta_add(r, 3);
         LOG_INFO("this host's configuration is shared through redis (version %s)",
                  rep->element[1]->str);
@@ -941,6 +1068,7 @@ static void push(struct rshare *r, const char *v, bool seed, const uint64_t *syn
 {
     struct buf text[2];
     bool send[2];
+    uint64_t hashes[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         buf_init(&text[k], STORE_MAX_FILE);
         uint64_t h = file_hash(r, k, &text[k]);
@@ -948,9 +1076,13 @@ static void push(struct rshare *r, const char *v, bool seed, const uint64_t *syn
         char why[512];
         if (send[k] && kinds[k]->check(text[k].data != NULL ? text[k].data : "", text[k].len, why,
                                        sizeof(why)) != 0) {
-            LOG_ERROR("the %s is invalid (%s): it is not shared", kinds[k]->what, why);
+            if (r->bad[k] != h) {
+                LOG_ERROR("the %s is invalid (%s): it is not shared", kinds[k]->what, why);
+                r->bad[k] = h;
+            }
             send[k] = false;
         }
+        hashes[k] = send[k] ? h : 0;
     }
     if (!send[0] && !send[1] && !seed) {
         buf_cleanup(&text[0]);
@@ -960,6 +1092,8 @@ static void push(struct rshare *r, const char *v, bool seed, const uint64_t *syn
     }
     struct rs_op *op = op_new(r, SCRIPT_CONFIG);
     op->config_cb = on_pushed;
+    op->hashes[0] = hashes[0];
+    op->hashes[1] = hashes[1];
     op_argf(op, "1");
     op_argf(op, REDIS_CONFIG);
     for (int k = 0; k < 2; k++) {
@@ -971,6 +1105,8 @@ static void push(struct rshare *r, const char *v, bool seed, const uint64_t *syn
         buf_cleanup(&text[k]);
     }
     op_arg(op, v, strlen(v));
+    /* a new generation, should this push seed an empty Redis */
+    op_argf(op, "%s-%llx", r->host, (unsigned long long)mono_us());
     if (op_send(op) != 0) {
         op_free(op);
         r->polling = false;
@@ -981,15 +1117,13 @@ static void on_polled(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rshare *r = ac->data;
     (void)priv;
-    r->pending--;
     redisReply *rep = reply;
-    if (rep == NULL) {
+    if (!got(r, rep)) {
         r->polling = false;
         return;
     }
-    answered(r);
     uint64_t *w = meta(r, CONFIG_META);
-    if (w == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+    if (w == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
         poll_done(r);
         return;
     }
@@ -1001,16 +1135,18 @@ static void on_polled(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     const char *v = rep->element[0]->str;
+    const redisReply *len[2] = {rep->element[2], rep->element[3]};
     bool missing = false;
     for (int k = 0; k < 2; k++) {
-        missing |=
-            rep->element[k + 1]->type != REDIS_REPLY_INTEGER || rep->element[k + 1]->integer == 0;
+        missing |= len[k]->type != REDIS_REPLY_INTEGER || len[k]->integer == 0;
     }
-    if (strtoull(v, NULL, 10) != __atomic_load_n(&w[0], __ATOMIC_RELAXED)) {
-        /* changed elsewhere: pulled (a change made here meanwhile loses: logged) */
-        const char *argv[5] = {"HMGET", REDIS_CONFIG, "v", "routing", "keys"};
-        size_t lens[5] = {5, strlen(REDIS_CONFIG), 1, 7, 4};
-        if (send_cmd(r, on_pulled, NULL, 5, argv, lens) != 0) {
+    if (strtoull(v, NULL, 10) != __atomic_load_n(&w[0], __ATOMIC_RELAXED) ||
+        str_hash(rep->element[1]) != __atomic_load_n(&w[3], __ATOMIC_RELAXED)) {
+        /* changed elsewhere (or another seeding): pulled (a change made
+         * here meanwhile loses: logged) */
+        const char *argv[6] = {"HMGET", REDIS_CONFIG, "v", "gen", "routing", "keys"};
+        size_t lens[6] = {5, strlen(REDIS_CONFIG), 1, 3, 7, 4};
+        if (send_cmd(r, on_pulled, NULL, 6, argv, lens) != 0) {
             r->polling = false;
         }
         return;
@@ -1018,7 +1154,8 @@ static void on_polled(redisAsyncContext *ac, void *reply, void *priv)
     bool local = false;
     for (int k = 0; k < 2; k++) {
         uint64_t h = file_hash(r, k, NULL);
-        local |= h != 0 && (h != synced[k] || (missing && rep->element[k + 1]->integer == 0));
+        bool absent = len[k]->type == REDIS_REPLY_INTEGER && len[k]->integer == 0;
+        local |= h != 0 && h != r->bad[k] && (h != synced[k] || absent);
     }
     if (local) {
         push(r, v, false, missing ? (const uint64_t[2]){0, 0} : synced);
@@ -1032,19 +1169,43 @@ static void poll_config(struct rshare *r)
     if (r->polling || r->ac == NULL) {
         return;
     }
-    r->polling = true;
-    /* v, and whether each file is there (HSTRLEN: 0 when it is not) */
+    /* v, the generation, and whether each file is there (HSTRLEN: 0 when not) */
     static const char lua[] = "return {redis.call('HGET', KEYS[1], 'v'), "
+                              "redis.call('HGET', KEYS[1], 'gen'), "
                               "redis.call('HSTRLEN', KEYS[1], 'routing'), "
                               "redis.call('HSTRLEN', KEYS[1], 'keys')}";
     const char *argv[4] = {"EVAL", lua, "1", REDIS_CONFIG};
     size_t lens[4] = {4, strlen(lua), 1, strlen(REDIS_CONFIG)};
-    if (send_cmd(r, on_polled, NULL, 4, argv, lens) != 0) {
-        r->polling = false;
+    if (send_cmd(r, on_polled, NULL, 4, argv, lens) == 0) {
+        r->polling = true;
+        r->poll_sent = mono_us();
     }
 }
 
 /* ---- time ---- */
+
+/* How long the connection's own work (connecting, a config poll or push)
+ * may go unanswered before the connection is given up: nobody waits for
+ * it, so longer than a request's timeout. */
+static int64_t slow_us(const struct rshare *r)
+{
+    int64_t ms = r->set.timeout_ms * 4 > 1000 ? r->set.timeout_ms * 4 : 1000;
+    return ms * 1000;
+}
+
+/* The connection is given up: what waits on it is decided locally. */
+static void drop_connection(struct rshare *r, const char *why)
+{
+    while (r->head != NULL) {
+        finish_admit(r->head, false);
+    }
+    go_down(r, why);
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    if (ac != NULL) {
+        redisAsyncFree(ac); /* its callbacks run, with no reply */
+    }
+}
 
 static void on_alarm(void *ud, int64_t now)
 {
@@ -1057,20 +1218,22 @@ static void on_alarm(void *ud, int64_t now)
         }
     }
     int64_t t = mono_us();
+    char why[200];
+    if (r->kill) {
+        r->kill = false;
+        snprintf(why, sizeof(why), "it answered: %s", r->kill_why);
+        drop_connection(r, why);
+    }
     if (r->head != NULL && t >= r->head->deadline) {
         /* Redis is late: nobody waits more than the timeout; the connection
          * is given up (a Redis that answers late answers every request late) */
-        char why[96];
         snprintf(why, sizeof(why), "no answer within %ld ms", r->set.timeout_ms);
-        while (r->head != NULL) {
-            finish_admit(r->head, false);
-        }
-        go_down(r, why);
-        redisAsyncContext *ac = r->ac;
-        r->ac = NULL;
-        if (ac != NULL) {
-            redisAsyncFree(ac); /* its callbacks run, with no reply */
-        }
+        drop_connection(r, why);
+    }
+    if (r->conn != RS_DOWN && ((r->polling && t - r->poll_sent > slow_us(r)) ||
+                               (r->conn == RS_CONNECTING && t - r->connect_at > slow_us(r)))) {
+        snprintf(why, sizeof(why), "no answer within %lld ms", (long long)(slow_us(r) / 1000));
+        drop_connection(r, why);
     }
     if (r->conn == RS_DOWN && t >= r->retry_at) {
         connect_now(r);
@@ -1084,8 +1247,18 @@ static void on_alarm(void *ud, int64_t now)
 
 static void schedule(struct rshare *r)
 {
-    int64_t at = r->conn == RS_DOWN ? r->retry_at : r->poll_at;
-    if (r->flush) {
+    int64_t at;
+    if (r->conn == RS_DOWN) {
+        at = r->retry_at;
+    } else if (r->polling) {
+        at = r->poll_sent + slow_us(r); /* never a time past: the loop would spin */
+    } else {
+        at = r->poll_at;
+    }
+    if (r->conn == RS_CONNECTING && r->connect_at + slow_us(r) < at) {
+        at = r->connect_at + slow_us(r);
+    }
+    if (r->flush || r->kill) {
         at = 0;
     }
     if (r->head != NULL && r->head->deadline < at) {

@@ -51,6 +51,7 @@ struct rs_admit {
     const char *key_id; /* NULL: keyless */
     uint32_t rpm, tpm;
     const char *period; /* non-NULL: the key has a budget; spend[] is this host's part */
+    int64_t budget_micro, budget_tokens; /* its budget (-1: none): refused, nothing is taken */
     uint64_t spend[4];
     int64_t spend_ttl_s; /* 0: kept */
     uint64_t now_us;

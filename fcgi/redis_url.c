@@ -3,6 +3,7 @@
 #include "common.h"
 #include "redis.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,17 @@ int redis_url_parse(const char *s, struct redis_url *u, char *err, size_t errlen
         if (*c <= ' ' || *c == '/' || *c == '?' || *c == '#' || *c == '@') {
             return url_fail(err, errlen, "its host has a character a host cannot have");
         }
+    }
+    /* hiredis 0.14 resolves a name with a blocking call, on the loop: an
+     * address only (localhost is 127.0.0.1) */
+    if (strcmp(u->host, "localhost") == 0) {
+        snprintf(u->host, sizeof(u->host), "127.0.0.1");
+    }
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, u->host, addr) != 1 && inet_pton(AF_INET6, u->host, addr) != 1) {
+        return url_fail(err, errlen,
+                        "give Redis's host as an IP address (a name would be resolved by a "
+                        "blocking call inside the event loop)");
     }
     if (slash != NULL && slash[1] != '\0') {
         char *end;

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +246,9 @@ void shared_admit(struct request_ctx *ctx, void (*next)(struct request_ctx *ctx)
             client_local_spend(ctx, ctx->rs_period, sizeof(ctx->rs_period), a->spend,
                                &a->spend_ttl_s);
             a->period = ctx->rs_period;
+            /* the C check is cost >= budget x 10^6: the same as >= its ceiling */
+            a->budget_micro = k->budget_usd >= 0 ? (int64_t)ceil(k->budget_usd * 1e6) : -1;
+            a->budget_tokens = k->budget_tokens >= 0 ? (int64_t)k->budget_tokens : -1;
         }
     }
     if (follow_up) {
