@@ -882,8 +882,13 @@ void rshare_health_put(struct rshare *r, const char *field, const char *value)
     size_t l1[4] = {4, strlen(HEALTH_RECORDS), strlen(field), strlen(value)};
     const char *a2[4] = {"HINCRBY", REDIS_CONFIG, "epoch", "1"};
     size_t l2[4] = {7, strlen(REDIS_CONFIG), 5, 1};
+    /* every record is stale two hours after the last one was written (a
+     * cooldown lasts an hour at most): the hash then goes */
+    const char *a3[3] = {"EXPIRE", HEALTH_RECORDS, "7200"};
+    size_t l3[3] = {6, strlen(HEALTH_RECORDS), 4};
     send_cmd(r, drop_reply, NULL, 4, a1, l1);
     send_cmd(r, drop_reply, NULL, 4, a2, l2);
+    send_cmd(r, drop_reply, NULL, 3, a3, l3);
 }
 
 void rshare_put_response(struct rshare *r, const char *id, const char *value, int64_t ttl_ms)

@@ -133,31 +133,34 @@ struct record {
     const char *value;
 };
 
+static int record_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct record *)a)->field, ((const struct record *)b)->field);
+}
+
 static void apply_one(struct state *st, const struct record *recs, size_t n, char kind,
                       enum state_ns ns, const char *a, const char *b, const char *c, int nw)
 {
     char field[24];
     field_of(kind, a, b, c, field);
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(recs[i].field, field) != 0) {
-            continue;
-        }
-        unsigned long long v[8] = {0};
-        int got =
-            sscanf(recs[i].value, "%llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]);
-        if (got != nw + 1) {
-            return;
-        }
-        uint64_t *w = state_words(st, ns, a, b, c);
-        if (w == NULL || __atomic_load_n(&w[STAMP_WORD], __ATOMIC_RELAXED) >= v[0]) {
-            return; /* this host has it, or newer */
-        }
-        for (int j = 0; j < nw; j++) {
-            __atomic_store_n(&w[j], v[j + 1], __ATOMIC_RELAXED);
-        }
-        __atomic_store_n(&w[STAMP_WORD], v[0], __ATOMIC_RELAXED);
+    struct record key = {.field = field};
+    const struct record *r = bsearch(&key, recs, n, sizeof(*recs), record_cmp);
+    if (r == NULL) {
         return;
     }
+    unsigned long long v[8] = {0};
+    int got = sscanf(r->value, "%llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]);
+    if (got != nw + 1) {
+        return;
+    }
+    uint64_t *w = state_words(st, ns, a, b, c);
+    if (w == NULL || __atomic_load_n(&w[STAMP_WORD], __ATOMIC_RELAXED) >= v[0]) {
+        return; /* this host has it, or newer */
+    }
+    for (int j = 0; j < nw; j++) {
+        __atomic_store_n(&w[j], v[j + 1], __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&w[STAMP_WORD], v[0], __ATOMIC_RELAXED);
 }
 
 /* Records written by other hosts: onto this host's words of the same
@@ -173,6 +176,7 @@ static void apply_health(void *ud, const char *const *fields, const char *const 
         recs[i].field = fields[i];
         recs[i].value = values[i];
     }
+    qsort(recs, n, sizeof(*recs), record_cmp); /* looked up by field, each config name once */
     struct snapshot *s = snapshot_acquire();
     const struct config *cfg = s->cfg;
     for (size_t i = 0; cfg != NULL && i < cfg->nmodels; i++) {
