@@ -113,7 +113,7 @@ unit: $(UNIT_BINS)
 	@python3 tests/run.py --unit-only
 
 bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/streamload \
-       build/bench/snapshot_cost build/bench/metrics_cost
+       build/bench/snapshot_cost build/bench/metrics_cost build/bench/cgi_floor build/bench/cgi_none
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
@@ -130,6 +130,15 @@ build/bench/metrics_cost: tests/bench/metrics_cost.c fcgi/metrics.c fcgi/state.c
 		fcgi/buf.c fcgi/log.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 -Ifcgi $^ -o $@ -lpthread
+
+# the floor under plain CGI: a process start, and one that links libcurl
+build/bench/cgi_floor: tests/bench/cgi_floor.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 $< -o $@ -lcurl
+
+build/bench/cgi_none: tests/bench/cgi_none.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 $< -o $@
 
 # the hot-reload check's cost per request, optimised as in the release build
 build/bench/snapshot_cost: tests/unit/test_snapshot.c $(PROXY:%=fcgi/%.c)

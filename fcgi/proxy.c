@@ -239,6 +239,11 @@ static void do_finish(struct request_ctx *ctx)
     attempt_end(ctx);
     ctx_free(ctx);
     px->since_trim++;
+    if (px->cgi) {
+        /* a CGI process exits as soon as its answer is out, not at the next tick */
+        px->done_at = now_us();
+        px->tick.at = px->done_at;
+    }
 }
 
 /* Ends the request now, or as soon as no caller up the stack holds it. */
@@ -949,7 +954,11 @@ static void on_tick(void *ud, int64_t now)
         loop_quit(px->loop);
         return;
     }
-    if (px->nactive > 0 || px->draining || px->cgi) {
+    if (px->cgi && px->nactive == 0 && px->done_at > 0 && now - px->done_at < 100000) {
+        /* done: its output and Redis's answers are awaited, soon (a slow
+         * reader of the output is then looked at every tick) */
+        px->tick.at = now + 1000;
+    } else if (px->nactive > 0 || px->draining || px->cgi) {
         px->tick.at = now + TICK_US;
     }
 }

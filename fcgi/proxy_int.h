@@ -55,7 +55,8 @@ struct proxy {
     int cgi;
     size_t since_trim;  /* requests finished since memory was last given back */
     struct rshare *rs;  /* NULL: no Redis */
-    int64_t idle_since; /* CGI: when the last request ended (Redis writes may follow) */
+    int64_t idle_since; /* CGI: since when nothing is open (Redis writes may follow) */
+    int64_t done_at;    /* CGI: when its request ended */
 };
 
 /* Where a request is. */

@@ -465,6 +465,40 @@ def cgi_rate(up_port, script):
               "p99 %.2f ms, %d errors" % (r["rps"], r["p50"], r["p99"], r["errors"]))
     finally:
         srv.stop()
+    cgi_floor()
+
+
+def cpu_ms(cmd, env, runs=200):
+    """CPU (user + system) and wall time of one run of cmd, averaged over runs."""
+    t0 = os.times()
+    w0 = time.perf_counter()
+    for _ in range(runs):
+        subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    t1 = os.times()
+    return ((t1.children_user - t0.children_user + t1.children_system - t0.children_system)
+            * 1000 / runs, (time.perf_counter() - w0) * 1000 / runs)
+
+
+def cgi_floor():
+    """Where a CGI start goes: a process that links nothing, one that links libcurl, one that
+    also calls curl_global_init, and llmproxy.fcgi answering /health, each run 200 times."""
+    state = tempfile.mkdtemp(prefix="llmproxy-cgi-floor-")
+    shutil.copy(os.path.join(ROOT, "etc", "dynamic_routing.default.json"),
+                os.path.join(state, "dynamic_routing.json"))
+    env = dict(os.environ, LLMPROXY_STATE_DIR=state, REQUEST_METHOD="GET", SCRIPT_NAME="/health",
+               REQUEST_URI="/health", SERVER_PROTOCOL="HTTP/1.1", GATEWAY_INTERFACE="CGI/1.1",
+               REMOTE_ADDR="127.0.0.1", HTTP_HOST="127.0.0.1")
+    bench = os.path.join(ROOT, "build", "bench")
+    rows = [("a process that links nothing", [os.path.join(bench, "cgi_none")]),
+            ("a process that links libcurl", [os.path.join(bench, "cgi_floor")]),
+            ("+ curl_global_init", [os.path.join(bench, "cgi_floor"), "init"]),
+            ("llmproxy.fcgi, GET /health", [os.path.join(ROOT, "cgi-bin", "llmproxy.fcgi")])]
+    print("CGI start, one at a time (200 runs each): CPU and wall ms per run")
+    for name, cmd in rows:
+        cpu, wall = cpu_ms(cmd, env)
+        print("  %-32s cpu %.2f ms  wall %.2f ms" % (name, cpu, wall))
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def upstream_stats(port):
