@@ -113,7 +113,8 @@ unit: $(UNIT_BINS)
 	@python3 tests/run.py --unit-only
 
 bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/streamload \
-       build/bench/snapshot_cost build/bench/metrics_cost build/bench/cgi_floor build/bench/cgi_none
+       build/bench/snapshot_cost build/bench/metrics_cost build/bench/cgi_floor build/bench/cgi_none \
+       build/bench/openload
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
@@ -135,6 +136,10 @@ build/bench/metrics_cost: tests/bench/metrics_cost.c fcgi/metrics.c fcgi/state.c
 build/bench/cgi_floor: tests/bench/cgi_floor.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 $< -o $@ -lcurl
+
+build/bench/openload: tests/bench/openload.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 $< -o $@
 
 build/bench/cgi_none: tests/bench/cgi_none.c
 	@mkdir -p build/bench

@@ -154,6 +154,8 @@ def main():
     ap.add_argument("--only-cgi", action="store_true")
     ap.add_argument("--only-stream", action="store_true")
     ap.add_argument("--only-metrics", action="store_true")
+    ap.add_argument("--only-open", action="store_true",
+                    help="only the open-loop latency (fixed rates, tests/bench/openload.c)")
     ap.add_argument("--only-redis", action="store_true",
                     help="only the shared-state (Redis) against local-state comparison")
     args = ap.parse_args()
@@ -177,6 +179,9 @@ def main():
                 "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/v1" % up_port, "ApiKeys": ["k"]}]},
             "bench-stream": {"Strategy": "Failover", "Backends": [{
                 "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/stream/10/20/v1" % up_port,
+                "ApiKeys": ["k"]}]},
+            "bench-quick-stream": {"Strategy": "Failover", "Backends": [{
+                "Name": "fast", "BaseUrl": "http://127.0.0.1:%d/stream/3/1/v1" % up_port,
                 "ApiKeys": ["k"]}]},
             "hold": {"Strategy": "Failover", "Backends": [{
                 "Name": "held", "BaseUrl": "http://127.0.0.1:%d/stream/20/1000/v1" % up_port,
@@ -251,6 +256,9 @@ def main():
         if args.only_redis:
             redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
             return
+        if args.only_open:
+            open_loop(args, up_port, lp_port, mp_port, script, None)
+            return
         if not args.only_stream:
             variants = {
                 "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
@@ -305,6 +313,7 @@ def main():
             if kerr:
                 print("WARNING: %d non-2xx answers with the client key" % kerr)
 
+            max_rps = med("llmproxy", 32, "rps")
             for v, (conns, reqs) in reuse.items():
                 print("%s opened %d upstream connections for %d requests (%.2f per 1000)" % (
                     v, conns, reqs, 1000.0 * conns / max(reqs, 1)))
@@ -338,6 +347,7 @@ def main():
             pct(delay["mod_proxy"], 99) - pct(delay["direct"], 99)))
         if args.only_stream:
             return
+        open_loop(args, up_port, lp_port, mp_port, script, max_rps)
         held_streams(args, lp_port, up_port, state, lp_log, work)
         cgi_rate(up_port, script)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
@@ -351,6 +361,55 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
+
+
+def openload(port, path, model, rate, seconds, stream=False):
+    cmd = [os.path.join(ROOT, "build", "bench", "openload"), str(port), path, model,
+           "%.0f" % rate, str(seconds)] + (["stream"] if stream else [])
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
+    d = dict(zip(out[0::2], out[1::2]))
+    return {k: float(v) for k, v in d.items()}
+
+
+def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
+    """Latency at fixed rates (50% and 80% of llmproxy's measured maximum), the
+    same rate against direct, llmproxy and mod_proxy, alternated; plain answers
+    timed to their last byte, streams to their first body byte."""
+    if max_rps is None:
+        url = "http://127.0.0.1:%d/v1/chat/completions" % lp_port
+        wrk(url, 32, 1, script)
+        max_rps = statistics.median(wrk(url, 32, args.seconds, script)["rps"] for _ in range(3))
+    targets = {"direct": (up_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions"),
+               "llmproxy": (lp_port, "/v1/chat/completions", "/v1/chat/completions"),
+               "mod_proxy": (mp_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions")}
+    print("\nOpen loop (tests/bench/openload.c: requests at a fixed rate, timed from when each "
+          "was due; llmproxy's maximum %.0f req/s at 32 connections; %d rounds x %d s, medians, "
+          "microseconds)" % (max_rps, args.rounds, args.seconds))
+    for kind in ("plain", "stream"):
+        for share in (0.5, 0.8):
+            rate = max_rps * share
+            res = {v: [] for v in targets}
+            for r in range(args.rounds):
+                order = list(targets) if r % 2 == 0 else list(reversed(list(targets)))
+                for v in order:
+                    port, plain_path, stream_path = targets[v]
+                    stream = kind == "stream"
+                    model = "bench-quick-stream" if stream else "bench"
+                    res[v].append(openload(port, stream_path if stream else plain_path, model,
+                                           rate, args.seconds, stream))
+
+            def med(v, k):
+                return statistics.median(x.get(k, 0) for x in res[v])
+
+            for v in targets:
+                print("  %-6s %3d%% (%6.0f/s) %-9s p50 %6.0f p99 %6.0f p99.9 %7.0f  errors %d" % (
+                    kind, share * 100, rate, v, med(v, "p50"), med(v, "p99"), med(v, "p999"),
+                    sum(x.get("errors", 0) for x in res[v])))
+            for v in ("llmproxy", "mod_proxy"):
+                print("  %-6s %3d%%: %s adds p50 %+.3f ms, p99 %+.3f ms, p99.9 %+.3f ms over direct"
+                      % (kind, share * 100, v, (med(v, "p50") - med("direct", "p50")) / 1000,
+                         (med(v, "p99") - med("direct", "p99")) / 1000,
+                         (med(v, "p999") - med("direct", "p999")) / 1000))
 
 
 def wait_redis(sock, timeout=10):
