@@ -40,6 +40,7 @@ struct conn {
     size_t in_len;
     size_t head; /* length of the header block, 0 until complete */
     long clen;   /* Content-Length, -1: chunked */
+    int last;    /* the answer said Connection: close: not used again */
     int status;
 };
 
@@ -53,6 +54,8 @@ static int nconns;
 static int64_t *lat;
 static size_t nlat, cap_lat;
 static long ok_count, err_count;
+static long closed_count, refused_count; /* connections that ended mid-answer, none to be had */
+static int bad_status;                   /* the first status other than 200 */
 
 static int64_t now_ns(void)
 {
@@ -126,6 +129,9 @@ static void finish(struct conn *c, int good)
         ok_count++;
     } else {
         err_count++;
+        if (c->status != 200 && c->status != 0 && bad_status == 0) {
+            bad_status = c->status;
+        }
     }
     c->busy = 0;
     c->timed = 0;
@@ -172,6 +178,8 @@ static int complete(struct conn *c)
         if (cl != NULL) {
             c->clen = atol(cl + 15);
         }
+        c->last = memmem(c->in, c->head, "Connection: close", 17) != NULL ||
+                  memmem(c->in, c->head, "connection: close", 17) != NULL;
     }
     if (stream && !c->timed && c->in_len > c->head) {
         record(now_ns() - c->due); /* the first byte of the body */
@@ -200,6 +208,10 @@ static void on_read(struct conn *c)
             c->in_len += (size_t)r;
             if (c->busy && complete(c)) {
                 finish(c, c->status == 200);
+                if (c->last) {
+                    drop(c); /* the server closes it (lighttpd: every 1000th request) */
+                    return;
+                }
             }
             continue;
         }
@@ -207,6 +219,7 @@ static void on_read(struct conn *c)
             return;
         }
         if (c->busy) {
+            closed_count++;
             finish(c, 0);
         }
         drop(c);
@@ -227,9 +240,11 @@ static void fire(int64_t due)
     }
     if (c == NULL) {
         err_count++;
+        refused_count++;
         return;
     }
     c->busy = 1;
+    c->last = 0;
     c->due = due;
     c->timed = 0;
     c->sent = 0;
@@ -299,8 +314,10 @@ int main(int argc, char **argv)
     err_count += sent - ok_count - err_count;
     qsort(lat, nlat, sizeof(*lat), cmp);
 #define P(q) (nlat ? lat[(size_t)((double)(nlat - 1) * (q))] / 1000 : 0)
-    printf("sent %ld ok %ld errors %ld rate %.0f p50 %lld p99 %lld p999 %lld max %lld conns %d\n",
+    printf("sent %ld ok %ld errors %ld rate %.0f p50 %lld p99 %lld p999 %lld max %lld conns %d "
+           "closed %ld noconn %ld status %d\n",
            sent, ok_count, err_count, (double)sent / seconds, (long long)P(0.5), (long long)P(0.99),
-           (long long)P(0.999), (long long)(nlat ? lat[nlat - 1] / 1000 : 0), nconns);
+           (long long)P(0.999), (long long)(nlat ? lat[nlat - 1] / 1000 : 0), nconns, closed_count,
+           refused_count, bad_status);
     return err_count == 0 ? 0 : 1;
 }
