@@ -100,11 +100,11 @@ static const char admit_lua[] =
     "  end\n"
     "end\n"
     "if ARGV[2] == '1' and ok then out[1] = redis.call('INCR', KEYS[1]) - 1 end\n"
-    "local cv = redis.call('HMGET', KEYS[7], 'v', 'epoch')\n"
+    "local cv = redis.call('HMGET', KEYS[5], 'v', 'epoch')\n"
     "out[6] = cv[2] or '0'\n"
     "if out[6] ~= ARGV[12] then out[7] = redis.call('HGETALL', KEYS[6]) end\n"
     "out[8] = cv[1] or ''\n"
-    "if ARGV[13] == '1' then out[9] = redis.call('GET', KEYS[8]) end\n"
+    "if ARGV[13] == '1' then out[9] = redis.call('GET', KEYS[7]) end\n"
     "return out\n";
 
 /* After an answer: its tokens on the key's Tpm bucket (limit_charge) and
@@ -789,15 +789,14 @@ struct rs_op *rshare_admit(struct rshare *r, struct rs_admit *a, rs_done_fn done
     op->a = a;
     op->done = done;
     op->ud = ud;
-    op_argf(op, "8");
+    op_argf(op, "7");
     op_argf(op, REDIS_PREFIX "t:%s", a->model != NULL ? a->model : "");
     op_argf(op, REDIS_PREFIX "k:%s:rpm", a->key_id != NULL ? a->key_id : "");
     op_argf(op, REDIS_PREFIX "k:%s:tpm", a->key_id != NULL ? a->key_id : "");
     op_argf(op, REDIS_PREFIX "k:%s:spend:%s", a->key_id != NULL ? a->key_id : "",
             a->period != NULL ? a->period : "");
-    op_argf(op, REDIS_CONFIG); /* its epoch field */
+    op_argf(op, REDIS_CONFIG); /* v and the health records' epoch */
     op_argf(op, HEALTH_RECORDS);
-    op_argf(op, REDIS_CONFIG);
     op_argf(op, REDIS_PREFIX "r:%016llx",
             (unsigned long long)(a->response_id != NULL
                                      ? hash64(a->response_id, strlen(a->response_id))
@@ -921,11 +920,6 @@ void rshare_forget_response(struct rshare *r, const char *id)
 size_t rshare_pending(const struct rshare *r)
 {
     return r != NULL ? r->pending : 0;
-}
-
-bool rshare_up(const struct rshare *r)
-{
-    return r != NULL && r->conn == RS_UP;
 }
 
 /* ---- the configuration ---- */

@@ -98,8 +98,6 @@ void rshare_forget_response(struct rshare *r, const char *id);
 
 /* Operations waiting for an answer (a CGI process waits for them before it exits). */
 size_t rshare_pending(const struct rshare *r);
-/* Whether Redis answered last (for tests and logs). */
-bool rshare_up(const struct rshare *r);
 
 /* The shared counters the admin program shows in /metrics: state META
  * words of REDIS_META_NAME: [0] 1 while Redis answers, [1] requests decided

@@ -41,6 +41,7 @@ from fake_upstream import FakeUpstream
 from harness import (E2E_ENV, ROOT, Apache, Lighttpd, LighttpdCgi, backend, chat, fetch,
                      write_routing)
 from redis_server import RedisServer
+from test_proxy import wait_for
 
 BIN = os.environ.get("LLMPROXY_E2E_BIN") or os.path.join(ROOT, "build", "asan", "llmproxy.fcgi")
 SYNC_S = 3.0      # a routing or keys change reaches the other host in ~0.5 s: generous
@@ -89,13 +90,6 @@ def bearer(key):
     return {"Authorization": "Bearer " + key}
 
 
-def wait_for(cond, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def served_models(srv, headers=None):
@@ -500,25 +494,32 @@ def case_rpm(ctx):
                 r.status, {h.tag: served_models(h) for h in ctx.hosts}))
 
 
+def alternate(ctx, key, model, n, refused_code):
+    """n requests with key, alternating A and B: (host letter, 200 | 429 when refused with
+    refused_code | "status/code" otherwise); each answer must report 50 tokens."""
+    got = []
+    for i in range(n):
+        h = ctx.hosts[i % 2]
+        r = chat(h.port, model, headers=bearer(key))
+        if r.status == 200:
+            used = r.json().get("usage", {}).get("total_tokens")
+            assert used == 50, "the answer's usage says %r tokens, the case needs 50: %s" % (
+                used, r.body[:300])
+            got.append((h.tag[0], 200))
+        else:
+            code = error_code(r)
+            got.append((h.tag[0], r.status if code == refused_code else
+                        "%d/%s" % (r.status, code)))
+    return got
+
+
 def case_budget(ctx):
     spec = "name=redis-bud+ptok=30+ctok=20"  # 50 tokens an answer
     set_routing(ctx, {"bud-m": {"Strategy": "Failover", "Backends": [backend("bud", ctx.up.url(spec))]}})
     ctx.up.reset()
 
     def body(key):
-        got = []
-        for i in range(8):
-            h = ctx.hosts[i % 2]
-            r = chat(h.port, "bud-m", headers=bearer(key))
-            if r.status == 200:
-                used = r.json().get("usage", {}).get("total_tokens")
-                assert used == 50, "the answer's usage says %r tokens, the case needs 50: %s" % (
-                    used, r.body[:300])
-                got.append((h.tag[0], 200))
-            else:
-                code = error_code(r)
-                got.append((h.tag[0], r.status if code == "insufficient_quota" else
-                            "%d/%s" % (r.status, code)))
+        got = alternate(ctx, key, "bud-m", 8, "insufficient_quota")
         statuses = [st for _, st in got]
         # the budget is checked before each request: 2 answers spend the 100
         # tokens, whichever hosts answered them; every request after is refused
@@ -537,20 +538,8 @@ def case_tpm(ctx):
     ctx.up.reset()
 
     def body(key):
-        got = []
         t0 = time.time()
-        for i in range(4):
-            h = ctx.hosts[i % 2]
-            r = chat(h.port, "tpm-m", headers=bearer(key))
-            if r.status == 200:
-                used = r.json().get("usage", {}).get("total_tokens")
-                assert used == 50, "the answer's usage says %r tokens, the case needs 50: %s" % (
-                    used, r.body[:300])
-                got.append((h.tag[0], 200))
-            else:
-                code = error_code(r)
-                got.append((h.tag[0], r.status if code == "rate_limit_exceeded" else
-                            "%d/%s" % (r.status, code)))
+        got = alternate(ctx, key, "tpm-m", 4, "rate_limit_exceeded")
         took = time.time() - t0
         statuses = [st for _, st in got]
         # Tpm 100: a token comes back every 0.6 s; 2 answers of 50 empty the
