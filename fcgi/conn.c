@@ -29,6 +29,10 @@ extern char **environ;
 #define LINGER_MS 30000
 /* Reads per readiness event before other connections get their turn. */
 #define READS_PER_EVENT 4
+/* FastCGI output waits for the end of the event that wrote it (so an answer's
+ * last bytes and its END_REQUEST leave in one write), unless this much is
+ * queued already. */
+#define SEND_NOW ((size_t)64 << 10)
 #define TICK_US 100000
 
 struct conn {
@@ -48,16 +52,17 @@ struct conn {
     bool gone;       /* writes fail; on_gone is (or was) owed */
     bool gone_owed;  /* on_gone not yet delivered (it waits for a safe moment) */
     enum conn_gone gone_why;
-    bool io_dead;       /* the fd is closed */
-    bool above_high;    /* on_drain is owed */
-    bool body_read;     /* CGI: the body is read (or there is none) */
-    int depth;          /* inside a callback path: do not free */
-    bool release;       /* free when depth falls to 0 */
-    long long cgi_left; /* CGI body bytes still to read; CGI_TO_EOF: a chunked body */
-    int64_t last_out;   /* output last moved (or became empty) */
-    int64_t last_in;    /* input last came, or the request ended */
-    long long unsized;  /* bytes read of a body of unknown length */
-    bool stdio_closed;  /* CGI: fds 0 and 1 are closed */
+    bool io_dead;            /* the fd is closed */
+    bool above_high;         /* on_drain is owed */
+    bool body_read;          /* CGI: the body is read (or there is none) */
+    int depth;               /* inside a callback path: do not free */
+    bool release;            /* free when depth falls to 0 */
+    long long cgi_left;      /* CGI body bytes still to read; CGI_TO_EOF: a chunked body */
+    int64_t last_out;        /* output last moved (or became empty) */
+    int64_t last_in;         /* input last came, or the request ended */
+    long long unsized;       /* bytes read of a body of unknown length */
+    bool stdio_closed;       /* CGI: fds 0 and 1 are closed */
+    struct loop_later flush; /* FastCGI: the queue goes out after this event */
 };
 
 struct conn_server {
@@ -109,13 +114,15 @@ static void close_io(struct conn *c)
         return;
     }
     c->io_dead = true;
-    loop_del(c->srv->loop, c->in_h);
-    loop_del(c->srv->loop, c->out_h);
+    if (!c->cgi) {
+        loop_del_closing(c->srv->loop, c->in_h); /* the close takes it out of epoll */
+        close(c->in_fd);
+    } else {
+        loop_del(c->srv->loop, c->in_h);
+        loop_del(c->srv->loop, c->out_h);
+    }
     c->in_h = NULL;
     c->out_h = NULL;
-    if (!c->cgi) {
-        close(c->in_fd);
-    }
     c->in_fd = -1;
     c->out_fd = -1;
 }
@@ -149,6 +156,7 @@ static void gone(struct conn *c, enum conn_gone why)
 static void conn_free(struct conn *c)
 {
     struct conn_server *s = c->srv;
+    loop_later_cancel(s->loop, &c->flush);
     close_io(c);
     if (c->prev != NULL) {
         c->prev->next = c->next;
@@ -263,31 +271,20 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
             if (enqueue(c, p, n) != 0) {
                 return -1;
             }
-        } else if (conn_pending(c) == 0 && flush && n <= FCGI_MAX_RECORD) {
-            unsigned char hdr[8];
-            fcgi_stdout_header(hdr, c->ps.req_id, n);
-            struct iovec iov[2] = {{hdr, 8}, {(void *)p, n}};
-            ssize_t w = send_some(c, iov, 2);
-            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                write_failed(c, errno);
-                return -1;
-            }
-            size_t done = w > 0 ? (size_t)w : 0;
-            if (done > 0) {
-                c->last_out = now_us();
-            }
-            if (done < 8) {
-                if (enqueue(c, hdr + done, 8 - done) != 0 || enqueue(c, p, n) != 0) {
-                    return -1;
-                }
-            } else if (enqueue(c, (const char *)p + (done - 8), n - (done - 8)) != 0) {
-                return -1;
-            }
         } else if (fcgi_put_stdout(&c->out, c->ps.req_id, p, n) != BUF_OK) {
             return overflow(c);
         }
     }
-    if (flush) {
+    if (!c->cgi) {
+        /* flush or not, it goes after this event: what else the event
+         * writes (the next piece, END_REQUEST) shares the write */
+        if (conn_pending(c) >= SEND_NOW) {
+            try_send(c);
+        } else if (conn_pending(c) > 0) {
+            loop_later(c->srv->loop, &c->flush);
+            return c->gone || c->io_dead ? -1 : 0;
+        }
+    } else if (flush) {
         try_send(c);
     }
     if (conn_pending(c) > CONN_HIGH_WATER) {
@@ -510,6 +507,9 @@ static void read_fcgi(struct conn *c)
         }
         c->last_in = now_us();
         feed(c, buf, (size_t)n);
+        if ((size_t)n < sizeof(buf)) {
+            return; /* the socket is drained: no read just to see EAGAIN */
+        }
     }
 }
 
@@ -541,6 +541,20 @@ static void on_io(void *ud, uint32_t events)
     }
 }
 
+/* The queue written during the event that just ended. */
+static void flush_later(void *ud)
+{
+    struct conn *c = ud;
+    c->depth++;
+    try_send(c);
+    drained(c);
+    maybe_finish(c);
+    c->depth--;
+    if (c->release && c->depth == 0) {
+        conn_free(c);
+    }
+}
+
 static void arm_tick(struct conn_server *s)
 {
     if (s->tick.at < 0) {
@@ -548,13 +562,16 @@ static void arm_tick(struct conn_server *s)
     }
 }
 
-static struct conn *conn_new(struct conn_server *s, int in_fd, int out_fd, bool cgi)
+static struct conn *conn_new(struct conn_server *s, int in_fd, int out_fd, bool cgi, bool sock)
 {
     struct conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
     c->in_fd = in_fd;
     c->out_fd = out_fd;
     c->cgi = cgi;
+    c->sock = sock;
+    c->flush.fn = flush_later;
+    c->flush.ud = c;
     buf_init(&c->reply, 1u << 20);
     buf_init(&c->out, OUT_CAP);
     fcgi_parser_init(&c->ps, &c->reply);
@@ -566,9 +583,6 @@ static struct conn *conn_new(struct conn_server *s, int in_fd, int out_fd, bool 
     s->conns = c;
     s->nconns++;
     arm_tick(s);
-    int type = 0;
-    socklen_t tl = sizeof(type);
-    c->sock = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
     return c;
 }
 
@@ -604,11 +618,15 @@ static void on_listen(void *ud, uint32_t events)
             }
             return;
         }
-        struct conn *c = conn_new(s, fd, fd, false);
+        struct conn *c = conn_new(s, fd, fd, false, true);
         c->in_h = loop_add(s->loop, fd, EPOLLIN | EPOLLRDHUP, on_io, c);
         if (c->in_h == NULL) {
             release(c);
+            continue;
         }
+        /* the web server writes its request as it connects: read it now
+         * rather than after one more epoll_wait */
+        on_io(c, EPOLLIN);
     }
 }
 
@@ -879,7 +897,10 @@ struct conn_server *conn_server_cgi(struct loop *l, const struct conn_handler *h
                                     const struct conn_settings *set)
 {
     struct conn_server *s = server_new(l, -1, h, app, set);
-    struct conn *c = conn_new(s, STDIN_FILENO, STDOUT_FILENO, true);
+    int type = 0;
+    socklen_t tl = sizeof(type);
+    bool sock = getsockopt(STDOUT_FILENO, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
+    struct conn *c = conn_new(s, STDIN_FILENO, STDOUT_FILENO, true, sock);
     long long cl = conn_content_length(c);
     const char *te = conn_param(c, "HTTP_TRANSFER_ENCODING");
     c->cgi_left = cl > 0 ? cl : cl < 0 && te != NULL && strcasestr(te, "chunked") ? CGI_TO_EOF : 0;

@@ -37,6 +37,8 @@ struct loop {
     int wake_fd;
     struct loop_fd *wake;
     struct loop_fd *graveyard;
+    struct loop_later *later; /* a doubly linked queue: head and tail */
+    struct loop_later *later_tail;
     struct loop_alarm *alarms[MAX_ALARMS];
     size_t nalarms;
     int quit;
@@ -164,6 +166,61 @@ void loop_del(struct loop *l, struct loop_fd *h)
     l->graveyard = h;
 }
 
+void loop_del_closing(struct loop *l, struct loop_fd *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    h->dead = 1;
+    h->next_dead = l->graveyard;
+    l->graveyard = h;
+}
+
+void loop_later(struct loop *l, struct loop_later *w)
+{
+    if (w->queued) {
+        return;
+    }
+    w->queued = 1;
+    w->next = NULL;
+    w->prev = l->later_tail;
+    if (l->later_tail != NULL) {
+        l->later_tail->next = w;
+    } else {
+        l->later = w;
+    }
+    l->later_tail = w;
+}
+
+void loop_later_cancel(struct loop *l, struct loop_later *w)
+{
+    if (!w->queued) {
+        return;
+    }
+    if (w->prev != NULL) {
+        w->prev->next = w->next;
+    } else {
+        l->later = w->next;
+    }
+    if (w->next != NULL) {
+        w->next->prev = w->prev;
+    } else {
+        l->later_tail = w->prev;
+    }
+    w->queued = 0;
+    w->prev = w->next = NULL;
+}
+
+/* Each runs once; one may queue others (or itself again). */
+static void run_later(struct loop *l)
+{
+    while (l->later != NULL) {
+        struct loop_later *w = l->later;
+        loop_later_cancel(l, w);
+        w->fn(w->ud);
+    }
+}
+
 void loop_alarm_add(struct loop *l, struct loop_alarm *a)
 {
     if (l->nalarms >= MAX_ALARMS) {
@@ -259,9 +316,11 @@ void loop_run_once(struct loop *l, int max_ms)
         struct loop_fd *h = evs[i].data.ptr;
         if (!h->dead) {
             h->cb(h->ud, evs[i].events);
+            run_later(l);
         }
     }
     run_alarms(l, now_us());
+    run_later(l);
     free_graveyard(l);
 }
 

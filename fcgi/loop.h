@@ -36,6 +36,24 @@ uint32_t loop_events(const struct loop_fd *h);
  * of the batch being handled no longer reach its callback. NULL: no-op. */
 void loop_del(struct loop *l, struct loop_fd *h);
 
+/* Stop watching an fd the caller closes right after: the close takes it out
+ * of epoll (the fd must not be shared with another open descriptor). */
+void loop_del_closing(struct loop *l, struct loop_fd *h);
+
+/* Work run once after the callback that queued it returns, in the same turn
+ * (output gathered during one event goes out in one write). The caller owns
+ * the struct and sets fn and ud; queuing a queued one is a no-op. */
+struct loop_later {
+    void (*fn)(void *ud);
+    void *ud;
+    struct loop_later *prev;
+    struct loop_later *next;
+    int queued;
+};
+void loop_later(struct loop *l, struct loop_later *w);
+/* Takes w off the queue if it is on it (before the struct is freed). */
+void loop_later_cancel(struct loop *l, struct loop_later *w);
+
 void loop_alarm_add(struct loop *l, struct loop_alarm *a);
 void loop_alarm_remove(struct loop *l, struct loop_alarm *a);
 

@@ -15,6 +15,10 @@
 /* Idle easy handles kept for reuse (their settings are reset, the
  * connections live in the multi handle's cache either way). */
 #define POOL_MAX 256
+/* A body in pieces up to this size is joined into one buffer: curl then sends
+ * it in the same write as the headers (one packet, one wake-up of the
+ * backend) instead of reading it in turn after them. */
+#define JOIN_MAX ((size_t)64 << 10)
 /* Idle upstream connections kept open for reuse. */
 #define MAX_IDLE_CONNECTIONS 512
 
@@ -26,6 +30,7 @@ struct upstream_xfer {
     void *ud;
     struct upstream_piece body[UPSTREAM_MAX_PIECES];
     size_t npieces;
+    char *joined; /* a small body in pieces, joined: sent with the headers */
     size_t piece; /* read position: piece index and offset in it */
     size_t off;
     int status;       /* status of the response whose headers are being read */
@@ -385,7 +390,15 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         }
     } else {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
-        if (x->npieces <= 1) {
+        if (x->npieces > 1 && (size_t)total <= JOIN_MAX) {
+            x->joined = xmalloc((size_t)total + 1);
+            size_t at = 0;
+            for (size_t i = 0; i < x->npieces; i++) {
+                memcpy(x->joined + at, x->body[i].p, x->body[i].n);
+                at += x->body[i].n;
+            }
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->joined);
+        } else if (x->npieces <= 1) {
             curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->npieces == 1 ? x->body[0].p : "");
         } else {
             /* several pieces are read in turn: no copy of the whole body */
@@ -411,6 +424,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
 fail:
     easy_put(u, x->easy);
     curl_slist_free_all(x->headers);
+    free(x->joined);
     free(x);
     return NULL;
 }
@@ -423,6 +437,7 @@ void upstream_cancel(struct upstream *u, struct upstream_xfer *x)
     curl_multi_remove_handle(u->multi, x->easy);
     easy_put(u, x->easy);
     curl_slist_free_all(x->headers);
+    free(x->joined);
     free(x);
 }
 
