@@ -15,7 +15,11 @@ machine allows 20,000). The peak of concurrent streams is counted by the
 upstream, and the RSS of lighttpd and both programs is sampled at that peak.
 
 usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,5000,10000]
-       scripts/bench.py --only-metrics
+       scripts/bench.py --only-metrics | --only-cgi | --only-open | --only-peer | --only-redis
+       | --only-stream | --only-hold
+
+At the end it prints every figure of the run again as one table, with the
+commit measured.
 """
 
 import argparse
@@ -45,6 +49,34 @@ wrk.body = '%s'
 """ % BODY
 
 
+# every figure of the run, printed again at the end as one table
+SUMMARY = []
+
+
+def note(figure, value, target=""):
+    SUMMARY.append((figure, value, target))
+
+
+def commit_id():
+    def git(*a):
+        return subprocess.run(["git", "-C", ROOT] + list(a), capture_output=True,
+                              text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + ("+uncommitted changes" if dirty else "")
+
+
+def print_summary():
+    if not SUMMARY:
+        return
+    print("\n## make bench summary: commit %s, %s, %s, %d cores\n"
+          % (commit_id(), time.strftime("%Y-%m-%d"), cpu_name(), os.cpu_count()))
+    print("| figure | measured | target |")
+    print("|---|---|---|")
+    for figure, value, target in SUMMARY:
+        print("| %s | %s | %s |" % (figure, value, target))
+
+
 def wait_port(port, timeout=10):
     end = time.time() + timeout
     while time.time() < end:
@@ -56,9 +88,9 @@ def wait_port(port, timeout=10):
     raise RuntimeError("port %d did not open" % port)
 
 
-def start(cmd, env=None, log=None):
+def start(cmd, env=None, log=None, cwd=None):
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True, cwd=cwd)
 
 
 def stop(p):
@@ -104,8 +136,8 @@ def wrk(url, conns, seconds, script):
 class StreamClient:
     """One keep-alive HTTP/1.1 connection (as an SDK keeps), streaming requests on it."""
 
-    def __init__(self, port, path):
-        self.port, self.path = port, path
+    def __init__(self, port, path, headers=""):
+        self.port, self.path, self.headers = port, path, headers
         self.sock = None
 
     def once(self, model):
@@ -115,7 +147,7 @@ class StreamClient:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         body = json.dumps({"model": model, "stream": True, "messages": []}).encode()
         req = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               "Content-Length: %d\r\n\r\n" % (self.path, len(body))).encode() + body
+               "%sContent-Length: %d\r\n\r\n" % (self.path, self.headers, len(body))).encode() + body
         t0 = time.time()
         self.sock.sendall(req)
         ttfb = None
@@ -156,6 +188,8 @@ def main():
     ap.add_argument("--only-metrics", action="store_true")
     ap.add_argument("--only-open", action="store_true",
                     help="only the open-loop latency (fixed rates, tests/bench/openload.c)")
+    ap.add_argument("--only-peer", action="store_true",
+                    help="only the peer gateway (Portkey, from npm) against llmproxy")
     ap.add_argument("--only-redis", action="store_true",
                     help="only the shared-state (Redis) against local-state comparison")
     args = ap.parse_args()
@@ -259,6 +293,9 @@ def main():
         if args.only_open:
             open_loop(args, up_port, lp_port, mp_port, script, None)
             return
+        if args.only_peer:
+            portkey_peer(args, up_port, lp_port, state, script, work)
+            return
         if not args.only_stream:
             variants = {
                 "direct": "http://127.0.0.1:%d/v1/chat/completions" % up_port,
@@ -304,6 +341,19 @@ def main():
                           med("llmproxy", c, "p99") - med("direct", c, "p99"),
                           med("mod_proxy", c, "p50") - med("direct", c, "p50")))
 
+            for c in (1, 32):
+                note("throughput at %d connection%s, closed loop (llmproxy / mod_proxy / direct)"
+                     % (c, "s" if c > 1 else ""), "%.0f / %.0f / %.0f req/s" % (
+                         med("llmproxy", c, "rps"), med("mod_proxy", c, "rps"),
+                         med("direct", c, "rps")))
+            note("added p50 at 1 connection, closed loop (llmproxy / mod_proxy)",
+                 "%+.3f / %+.3f ms" % (med("llmproxy", 1, "p50") - med("direct", 1, "p50"),
+                                       med("mod_proxy", 1, "p50") - med("direct", 1, "p50")))
+            note("client key (model list, Rpm, Tpm, budget) against keyless, throughput at 32",
+                 "%.3f (%.0f req/s)" % (med("llmp+key", 32, "rps") / med("llmproxy", 32, "rps"),
+                                       med("llmp+key", 32, "rps")))
+            note("client key, added p50 at 1 connection",
+                 "%+.1f us" % (1000 * (med("llmp+key", 1, "p50") - med("llmproxy", 1, "p50"))))
             print("client key (model list, Rpm, Tpm, budget) vs keyless: throughput at 32 conns "
                   "%.3f; added p50 at 1 conn %+.1f us, at 32 conns %+.1f us" % (
                       med("llmp+key", 32, "rps") / med("llmproxy", 32, "rps"),
@@ -341,6 +391,12 @@ def main():
                   pct(ttfb["llmproxy"], 99) - pct(ttfb["direct"], 99),
                   pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
                   pct(delay["llmproxy"], 99) - pct(delay["direct"], 99)))
+        note("stream time to first byte added, p50 (llmproxy / mod_proxy)", "%+.3f / %+.3f ms" % (
+            pct(ttfb["llmproxy"], 50) - pct(ttfb["direct"], 50),
+            pct(ttfb["mod_proxy"], 50) - pct(ttfb["direct"], 50)), "no worse than mod_proxy")
+        note("stream chunk delay added, p50 (llmproxy / mod_proxy)", "%+.3f / %+.3f ms" % (
+            pct(delay["llmproxy"], 50) - pct(delay["direct"], 50),
+            pct(delay["mod_proxy"], 50) - pct(delay["direct"], 50)))
         print("added by mod_proxy: TTFB p50 %+.3f ms; chunk delay p50 %+.3f ms p99 %+.3f ms" % (
             pct(ttfb["mod_proxy"], 50) - pct(ttfb["direct"], 50),
             pct(delay["mod_proxy"], 50) - pct(delay["direct"], 50),
@@ -348,6 +404,7 @@ def main():
         if args.only_stream:
             return
         open_loop(args, up_port, lp_port, mp_port, script, max_rps)
+        portkey_peer(args, up_port, lp_port, state, script, work)
         held_streams(args, lp_port, up_port, state, lp_log, work)
         cgi_rate(up_port, script)
         cost = subprocess.run([os.path.join(ROOT, "build", "bench", "snapshot_cost")],
@@ -355,12 +412,14 @@ def main():
         for line in cost.splitlines():
             if line.startswith("#"):
                 print("\nhot-reload check (stat + change counter), -O2:" + line[1:].split(":", 1)[1])
+                note("hot-reload check per request", line[1:].split(":", 1)[1].strip())
         metrics_cost(up_port, work)
         redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
         print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
     finally:
         for p in reversed(procs):
             stop(p)
+        print_summary()
 
 
 def openload(port, path, model, rate, seconds, stream=False):
@@ -372,22 +431,33 @@ def openload(port, path, model, rate, seconds, stream=False):
 
 
 def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
-    """Latency at fixed rates (50% and 80% of llmproxy's measured maximum), the
+    """Latency at fixed rates (25%, 50% and 80% of llmproxy's measured maximum), the
     same rate against direct, llmproxy and mod_proxy, alternated; plain answers
     timed to their last byte, streams to their first body byte."""
+    url = "http://127.0.0.1:%d/v1/chat/completions" % lp_port
     if max_rps is None:
-        url = "http://127.0.0.1:%d/v1/chat/completions" % lp_port
         wrk(url, 32, 1, script)
         max_rps = statistics.median(wrk(url, 32, args.seconds, script)["rps"] for _ in range(3))
+    # streams have their own maximum (each lasts as long as the backend's
+    # events take): measured the same way, with wrk, streaming
+    stream_script = script + "-stream.lua"
+    with open(stream_script, "w") as f:
+        f.write(WRK_LUA.replace(BODY, json.dumps(
+            {"model": "bench-quick-stream", "stream": True, "messages": []})))
+    wrk(url, 32, 1, stream_script)
+    max_streams = statistics.median(
+        wrk(url, 32, args.seconds, stream_script)["rps"] for _ in range(3))
     targets = {"direct": (up_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions"),
                "llmproxy": (lp_port, "/v1/chat/completions", "/v1/chat/completions"),
                "mod_proxy": (mp_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions")}
     print("\nOpen loop (tests/bench/openload.c: requests at a fixed rate, timed from when each "
-          "was due; llmproxy's maximum %.0f req/s at 32 connections; %d rounds x %d s, medians, "
-          "microseconds)" % (max_rps, args.rounds, args.seconds))
+          "was due; llmproxy's maximum at 32 connections %.0f req/s plain, %.0f streams/s of 3 "
+          "events 1 ms apart; %d rounds x %d s, medians, microseconds)"
+          % (max_rps, max_streams, args.rounds, args.seconds))
+    out = {}
     for kind in ("plain", "stream"):
-        for share in (0.5, 0.8):
-            rate = max_rps * share
+        for share in (0.25, 0.5, 0.8):
+            rate = (max_streams if kind == "stream" else max_rps) * share
             res = {v: [] for v in targets}
             for r in range(args.rounds):
                 order = list(targets) if r % 2 == 0 else list(reversed(list(targets)))
@@ -406,10 +476,139 @@ def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
                     kind, share * 100, rate, v, med(v, "p50"), med(v, "p99"), med(v, "p999"),
                     sum(x.get("errors", 0) for x in res[v])))
             for v in ("llmproxy", "mod_proxy"):
+                added = [(med(v, k) - med("direct", k)) / 1000 for k in ("p50", "p99", "p999")]
+                out[(kind, share, v)] = added
+                note("open loop, %s, %d%% (%.0f/s): %s adds p50 / p99 / p99.9"
+                     % (kind, share * 100, rate, v), "%+.3f / %+.3f / %+.3f ms" % tuple(added),
+                     "p50 <= +0.15, p99 <= +1 ms" if share == 0.5 and v == "llmproxy" else "")
                 print("  %-6s %3d%%: %s adds p50 %+.3f ms, p99 %+.3f ms, p99.9 %+.3f ms over direct"
-                      % (kind, share * 100, v, (med(v, "p50") - med("direct", "p50")) / 1000,
-                         (med(v, "p99") - med("direct", "p99")) / 1000,
-                         (med(v, "p999") - med("direct", "p999")) / 1000))
+                      % ((kind, share * 100, v) + tuple(added)))
+    return max_rps, max_streams, out
+
+
+PORTKEY = os.path.join(ROOT, "tests", "bench", "portkey")
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def portkey_headers(up_port, path):
+    """What Portkey needs to reach our backend: the provider and its address."""
+    return [("Authorization", "Bearer k"), ("x-portkey-provider", "openai"),
+            ("x-portkey-custom-host", "http://127.0.0.1:%d%s/v1" % (up_port, path))]
+
+
+def portkey_peer(args, up_port, lp_port, state, script, work):
+    """The Portkey gateway (npm, Node.js) against llmproxy behind lighttpd, the
+    same backend, measured alternately: throughput at 32 connections, added
+    latency at 1, stream time to first byte, memory per open stream."""
+    if not os.path.isdir(os.path.join(PORTKEY, "node_modules", "@portkey-ai", "gateway")):
+        print("\nPortkey peer: skipped (tests/bench/portkey has no node_modules: "
+              "scripts/deps.sh bench installs it with npm)")
+        return
+    with open(os.path.join(PORTKEY, "package.json")) as f:
+        version = json.load(f)["dependencies"]["@portkey-ai/gateway"]
+    pk_port = free_port()
+    pk = start(["node", "start.mjs", str(pk_port)], log=os.path.join(work, "portkey.log"),
+               cwd=PORTKEY)
+    try:
+        wait_port(pk_port, 30)
+        pk_script = os.path.join(work, "post-portkey.lua")
+        with open(pk_script, "w") as f:
+            f.write(WRK_LUA + "".join('wrk.headers["%s"] = "%s"\n' % h
+                                      for h in portkey_headers(up_port, "")))
+        urls = {"direct": ("http://127.0.0.1:%d/v1/chat/completions" % up_port, script),
+                "llmproxy": ("http://127.0.0.1:%d/v1/chat/completions" % lp_port, script),
+                "portkey": ("http://127.0.0.1:%d/v1/chat/completions" % pk_port, pk_script)}
+        for _ in range(2):  # Node warms up (its first seconds run at half speed)
+            wrk(urls["portkey"][0], 32, 3, pk_script)
+        res = {(v, c): [] for v in urls for c in (1, 32)}
+        for r in range(args.rounds):
+            order = list(urls) if r % 2 == 0 else list(reversed(list(urls)))
+            for c in (1, 32):
+                for v in order:
+                    res[(v, c)].append(wrk(urls[v][0], c, args.seconds, urls[v][1]))
+
+        def med(v, c, k):
+            return statistics.median(x[k] for x in res[(v, c)])
+
+        # stream time to first byte, one stream after the other, alternated
+        quick = "/stream/3/1"
+        clients = {"direct": StreamClient(up_port, quick + "/v1/chat/completions"),
+                   "llmproxy": StreamClient(lp_port, "/v1/chat/completions"),
+                   "portkey": StreamClient(pk_port, "/v1/chat/completions", "".join(
+                       "%s: %s\r\n" % h for h in portkey_headers(up_port, quick)))}
+        ttfb = {v: [] for v in clients}
+        names = list(clients)
+        for i in range(args.streams):
+            for v in (names if i % 2 == 0 else names[::-1]):
+                ttfb[v].append(clients[v].once("bench-quick-stream")[0])
+
+        # memory per open stream: N held streams (20 events 1 s apart) each
+        n = 1000
+        held = {}
+        for v, port, model, hdrs, pid_rss in (
+                ("llmproxy", lp_port, "hold", [], lambda: server_rss_kb(state)),
+                ("portkey", pk_port, "hold",
+                 ["%s: %s" % h for h in portkey_headers(up_port, "/stream/20/1000")],
+                 lambda: rss_kb(pk.pid))):
+            time.sleep(2)
+            idle = pid_rss()
+            p = subprocess.Popen([os.path.join(ROOT, "build", "bench", "streamload"), str(port),
+                                  str(n), model, "2000"] + hdrs,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            peak, peak_rss = 0, 0
+            while p.poll() is None:
+                k = upstream_streams(up_port)
+                if k >= peak:
+                    peak, peak_rss = k, pid_rss()
+                time.sleep(0.5)
+            m = re.search(r"done ok=(\d+) errors=(\d+)", p.stdout.read())
+            held[v] = (peak, (peak_rss - idle) / float(max(peak, 1)), int(m.group(2)) if m else n,
+                       peak_rss / 1024.0)
+
+        print("\nPeer gateway: Portkey %s (Node.js %s, one process) against llmproxy behind "
+              "lighttpd, same backend, alternated (%d rounds x %d s, medians)" % (
+                  version, subprocess.run(["node", "--version"], capture_output=True,
+                                          text=True).stdout.strip(), args.rounds, args.seconds))
+        print("%-9s %12s %12s %12s %12s %14s %16s" % (
+            "variant", "req/s @32", "req/s @1", "p50 @1 ms", "p99 @1 ms", "TTFB p50 ms",
+            "added KB/stream"))
+        for v in urls:
+            h = held.get(v)
+            print("%-9s %12.0f %12.0f %12.3f %12.3f %14.3f %16s" % (
+                v, med(v, 32, "rps"), med(v, 1, "rps"), med(v, 1, "p50"), med(v, 1, "p99"),
+                pct(ttfb[v], 50), "%.1f (%d open, %d errors)" % (h[1], h[0], h[2]) if h else "-"))
+        errors = sum(x["errors"] for v in urls for c in (1, 32) for x in res[(v, c)])
+        if errors:
+            print("WARNING: %d non-2xx answers or socket errors" % errors)
+        ratio = med("llmproxy", 32, "rps") / med("portkey", 32, "rps")
+        print("llmproxy / Portkey: throughput at 32 connections %.1fx; added p50 at 1 connection "
+              "%+.3f against %+.3f ms; stream TTFB added %+.3f against %+.3f ms; memory per open "
+              "stream %.1f against %.1f KB" % (
+                  ratio, med("llmproxy", 1, "p50") - med("direct", 1, "p50"),
+                  med("portkey", 1, "p50") - med("direct", 1, "p50"),
+                  pct(ttfb["llmproxy"], 50) - pct(ttfb["direct"], 50),
+                  pct(ttfb["portkey"], 50) - pct(ttfb["direct"], 50),
+                  held["llmproxy"][1], held["portkey"][1]))
+        note("Portkey %s: throughput at 32 connections (llmproxy / Portkey)" % version,
+             "%.0f / %.0f req/s: %.1fx" % (med("llmproxy", 32, "rps"), med("portkey", 32, "rps"),
+                                           ratio))
+        note("Portkey: added p50 at 1 connection (llmproxy / Portkey)", "%+.3f / %+.3f ms" % (
+            med("llmproxy", 1, "p50") - med("direct", 1, "p50"),
+            med("portkey", 1, "p50") - med("direct", 1, "p50")))
+        note("Portkey: stream time to first byte added (llmproxy / Portkey)",
+             "%+.3f / %+.3f ms" % (pct(ttfb["llmproxy"], 50) - pct(ttfb["direct"], 50),
+                                   pct(ttfb["portkey"], 50) - pct(ttfb["direct"], 50)))
+        note("Portkey: memory per open stream, %d held (llmproxy / Portkey)" % n,
+             "%.1f / %.1f KB" % (held["llmproxy"][1], held["portkey"][1]))
+    finally:
+        stop(pk)
 
 
 def wait_redis(sock, timeout=10):
@@ -449,6 +648,11 @@ def redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock):
             print("%-6s conns %2d: %8.0f req/s p50 %.3f ms p99 %.3f ms errors %d" % (
                 v, c, med(v, c, "rps"), med(v, c, "p50"), med(v, c, "p99"),
                 sum(x["errors"] for x in res[(v, c)])))
+    note("Redis shared state against local, throughput at 32 connections",
+         "%.3f (%.0f req/s)" % (med("redis", 32, "rps") / med("local", 32, "rps"),
+                                med("redis", 32, "rps")))
+    note("Redis shared state, added p50 at 1 connection",
+         "%+.3f ms" % (med("redis", 1, "p50") - med("local", 1, "p50")), "<= +0.1 ms")
     print("redis vs local: throughput at 32 conns %.3f; added p50 at 1 conn %+.3f ms "
           "(target <= +0.1 ms), at 32 conns %+.3f ms" % (
               med("redis", 32, "rps") / med("local", 32, "rps"),
@@ -476,6 +680,7 @@ def metrics_cost(up_port, work):
     for line in out.splitlines():
         if line.startswith("#"):
             print("\nmetrics: " + line[2:])
+            note("metrics: recording one request", line.rsplit(":", 1)[1].strip())
     from harness import fetch
     state = os.path.join(work, "state-metrics")
     os.makedirs(state)
@@ -503,6 +708,8 @@ def metrics_cost(up_port, work):
             times.append((time.perf_counter() - t0) * 1000)
             size = len(r.body)
             series = sum(1 for x in r.body.split(b"\n") if x and not x.startswith(b"#"))
+        note("metrics: a scrape of 100 models x 3 backends x 3 keys (%d series)" % series,
+             "p50 %.1f ms, max %.1f ms" % (pct(times[5:], 50), max(times[5:])), "<= 50 ms")
         print("metrics: a scrape of 100 models x 3 backends x 3 keys (%d series, %d KB): p50 %.1f ms, "
               "max %.1f ms (target <= 50 ms)" % (series, size // 1024, pct(times[5:], 50),
                                                  max(times[5:])))
@@ -520,6 +727,7 @@ def cgi_rate(up_port, script):
         url = "http://127.0.0.1:%d/v1/chat/completions" % srv.port
         wrk(url, 8, 1, script)
         r = wrk(url, 8, 5, script)
+        note("plain CGI under mod_cgi, 8 connections", "%.0f req/s" % r["rps"], ">= 500 req/s")
         print("\nCGI mode (mod_cgi, a process per request, 8 connections): %.0f req/s, p50 %.2f ms, "
               "p99 %.2f ms, %d errors" % (r["rps"], r["p50"], r["p99"], r["errors"]))
     finally:
@@ -556,6 +764,7 @@ def cgi_floor():
     print("CGI start, one at a time (200 runs each): CPU and wall ms per run")
     for name, cmd in rows:
         cpu, wall = cpu_ms(cmd, env)
+        note("CGI start: " + name, "%.2f ms CPU" % cpu)
         print("  %-32s cpu %.2f ms  wall %.2f ms" % (name, cpu, wall))
     shutil.rmtree(state, ignore_errors=True)
 
@@ -634,6 +843,8 @@ def held_streams(args, lp_port, up_port, state, lp_log, work):
         # every stream must also have ended well on the proxy's side
         good = len(re.findall(r"model=hold stream=1 attempts=\[held#0:200:[^]]*\] status=200", log))
         errors = max(errors, n - good)
+        note("%d held streams (%s): errors, RSS per open stream" % (n, proto),
+             "%d errors, %.1f KB" % (errors, peak_rss / float(max(peak, 1))))
         print("%-7d %6s %9d %7d %8.1f %10.1f %12.1f %11.1f" % (
             n, proto, peak, errors, peak_rss / 1024.0, peak_rss / float(max(peak, 1)),
             idle / 1024.0, (peak_rss - idle) / float(max(peak, 1))))

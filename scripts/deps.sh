@@ -45,9 +45,21 @@ fi
 if [ "$what" = bench ]; then
     have_cmd wrk || need="$need wrk"
     have_cmd h2load || need="$need nghttp2-client"
+    # the peer gateway measured beside llmproxy (Portkey, from npm)
+    have_cmd node || need="$need nodejs"
+    have_cmd npm || need="$need npm"
 fi
 
 npm_deps() {
+    if [ "$what" = bench ]; then
+        dir="$(cd "$(dirname "$0")/.." && pwd)/tests/bench/portkey"
+        [ -d "$dir/node_modules/@portkey-ai/gateway" ] && return 0
+        echo "llmproxy: installing the Portkey gateway (npm) to measure beside llmproxy" >&2
+        # a bench without the registry still runs: it says it skips the peer
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+            echo "llmproxy: npm ci failed in $dir: make bench will skip the Portkey peer" >&2
+        return 0
+    fi
     [ "$what" = test ] || return 0
     dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e"
     # playwright-core for the browser test, openai (the Node SDK) for tests/e2e/test_sdk.py

@@ -1,13 +1,15 @@
 /* streamload.c - holds N streaming chat completions open at once and checks each one */
 /* SPDX-License-Identifier: MIT */
 /*
- * usage: streamload PORT N MODEL [RATE]
+ * usage: streamload PORT N MODEL [RATE [HEADER...]]
  * Opens N connections to 127.0.0.1:PORT (at most RATE new ones per second,
  * default 2000), each POSTing a streaming chat completion for MODEL over
  * HTTP/1.0, and reads every stream to its end. Prints "open K" once every
  * stream has delivered its first event (so the caller can sample memory while
  * all are held), then "done ok=X errors=Y" where a stream is ok when it
  * answered 200 and ended with [DONE]. Exit status 0 when errors == 0.
+ * Each HEADER ("Name: value") is added to every request (a peer gateway's
+ * routing headers).
  */
 #define _GNU_SOURCE 1
 #include <arpa/inet.h>
@@ -38,7 +40,7 @@ struct conn {
     size_t tail_len;
 };
 
-static char request[1024];
+static char request[4096];
 static size_t request_len;
 
 static int64_t mono_ms(void)
@@ -79,7 +81,7 @@ static void keep_tail(struct conn *c, const char *data, size_t n)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: streamload PORT N MODEL [RATE]\n");
+        fprintf(stderr, "usage: streamload PORT N MODEL [RATE [HEADER...]]\n");
         return 2;
     }
     int port = atoi(argv[1]);
@@ -96,10 +98,25 @@ int main(int argc, char **argv)
                         "{\"model\":\"%s\",\"stream\":true,\"messages\":[{\"role\":\"user\","
                         "\"content\":\"hold me\"}]}",
                         model);
-    request_len = (size_t)snprintf(request, sizeof(request),
-                                   "POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-                                   "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                                   blen, body);
+    char extra[2048] = "";
+    size_t el = 0;
+    for (int i = 5; i < argc; i++) {
+        int w = snprintf(extra + el, sizeof(extra) - el, "%s\r\n", argv[i]);
+        if (w < 0 || (size_t)w >= sizeof(extra) - el) {
+            fprintf(stderr, "streamload: headers too long\n");
+            return 2;
+        }
+        el += (size_t)w;
+    }
+    int rl_ = snprintf(request, sizeof(request),
+                       "POST /v1/chat/completions HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                       "Content-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s",
+                       extra, blen, body);
+    if (rl_ < 0 || (size_t)rl_ >= sizeof(request)) {
+        fprintf(stderr, "streamload: request too long\n");
+        return 2;
+    }
+    request_len = (size_t)rl_;
 
     struct conn *conns = calloc((size_t)n, sizeof(*conns));
     int ep = epoll_create1(0);
