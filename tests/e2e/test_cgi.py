@@ -1,5 +1,6 @@
 """The same responder as a plain CGI program under lighttpd's mod_cgi (a process per request)."""
 
+import atexit
 import json
 import os
 import re
@@ -16,6 +17,9 @@ class Cgi:
 def cgi_port():
     if Cgi.server is None:
         Cgi.server = LighttpdCgi(Env.server.binary).start({})
+        # stopped by cgi_stop_and_sanitizers, or at exit when a filtered run
+        # (E2E_ONLY) leaves that test out
+        atexit.register(lambda s=Cgi.server: s.proc is not None and s.stop())
     return Cgi.server.port
 
 
