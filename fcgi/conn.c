@@ -372,7 +372,14 @@ void conn_abort(struct conn *c)
     c->gone_owed = false;
     c->in_request = false;
     if (!c->cgi) {
-        close_io(c); /* no END_REQUEST: the web server must not take it for whole */
+        /* what this event queued (the answer's head and first bytes) goes
+         * out first, then the cut: no END_REQUEST, so the web server must
+         * not take it for whole */
+        loop_later_cancel(c->srv->loop, &c->flush);
+        if (!c->io_dead) {
+            try_send(c);
+        }
+        close_io(c);
     } else if (c->sock) {
         /* CGI over a socket (mod_cgid): a reset, not an orderly end, so the
          * web server cannot end the client's answer as if it were whole */
