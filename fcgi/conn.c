@@ -251,6 +251,12 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
     if (c->gone || c->io_dead || c->req == NULL) {
         return -1;
     }
+    if (n > 0 && conn_pending(c) == 0) {
+        /* the stall clock starts when output starts waiting, not at the
+         * last write of an earlier answer: a tick between this event and
+         * its flush must not see an old stamp */
+        c->last_out = now_us();
+    }
     if (n > 0) {
         if (c->cgi) {
             if (conn_pending(c) == 0 && flush) {
@@ -262,9 +268,6 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
                     return -1;
                 }
                 size_t done = w > 0 ? (size_t)w : 0;
-                if (done > 0) {
-                    c->last_out = now_us();
-                }
                 p = (const char *)p + done;
                 n -= done;
             }
@@ -366,6 +369,19 @@ void conn_end(struct conn *c)
     }
 }
 
+/* Reads what the web server sent and nobody will read (the rest of a
+ * body), a bounded amount: a close with unread bytes is a reset, and a reset
+ * can take what was just sent with it before the web server reads it. */
+static void discard_input(struct conn *c)
+{
+    char buf[16384];
+    for (int i = 0; i < 16; i++) {
+        if (read(c->in_fd, buf, sizeof(buf)) < (ssize_t)sizeof(buf)) {
+            return;
+        }
+    }
+}
+
 void conn_abort(struct conn *c)
 {
     c->req = NULL;
@@ -378,6 +394,7 @@ void conn_abort(struct conn *c)
         loop_later_cancel(c->srv->loop, &c->flush);
         if (!c->io_dead) {
             try_send(c);
+            discard_input(c);
         }
         close_io(c);
     } else if (c->sock) {
@@ -657,12 +674,15 @@ static void on_tick(void *ud, int64_t now)
         if (!c->io_dead && conn_pending(c) > 0 && now - c->last_out > s->set.stall_ms * 1000) {
             gone(c, CONN_STALLED);
             close_io(c);
-        } else if (!c->io_dead && c->req == NULL) {
+        } else if (!c->io_dead && c->req == NULL && conn_pending(c) == 0) {
             /* an answered request whose body never ended, or a connection
-             * that never brought (another) request */
+             * that never brought (another) request; counted from the last
+             * byte either way, so an ended answer still going out to a slow
+             * client is not cut (the stall check above watches that) */
             bool lingering = !c->in_request && (c->ps.req_id != 0 || c->cgi);
             int64_t limit = lingering ? (int64_t)LINGER_MS : s->set.idle_ms;
-            if (now - c->last_in > limit * 1000) {
+            int64_t last = c->last_in > c->last_out ? c->last_in : c->last_out;
+            if (now - last > limit * 1000) {
                 close_io(c);
             }
         }

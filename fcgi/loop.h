@@ -37,7 +37,11 @@ uint32_t loop_events(const struct loop_fd *h);
 void loop_del(struct loop *l, struct loop_fd *h);
 
 /* Stop watching an fd the caller closes right after: the close takes it out
- * of epoll (the fd must not be shared with another open descriptor). */
+ * of epoll. Only for an fd whose open file is not shared with another
+ * descriptor (no dup, no fork while it is open, no exec without CLOEXEC):
+ * otherwise the epoll entry outlives the close and fires for a freed
+ * handle. The accepted FastCGI connections qualify (accept4 with
+ * SOCK_CLOEXEC, and the programs do not fork once serving). */
 void loop_del_closing(struct loop *l, struct loop_fd *h);
 
 /* Work run once after the callback that queued it returns, in the same turn

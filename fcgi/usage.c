@@ -15,9 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -461,10 +459,6 @@ static void flush(struct usage_writer *w, bool final)
 static void *writer(void *arg)
 {
     struct usage_writer *w = arg;
-    /* A flush takes a core for 10-20 ms each second at a few thousand
-     * requests/s: at the lowest priority (this thread only, on Linux) it
-     * yields to the event loops at once instead of holding requests up. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19); /* lowering never fails */
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         struct timespec ts;
