@@ -405,7 +405,7 @@ int main(int argc, char **argv)
     if (l == NULL) {
         return 1;
     }
-    struct conn_settings cs = {.stall_ms = 60000, .idle_ms = 300000};
+    struct conn_settings cs = {.stall_ms = 60000, .idle_ms = 300000, .linger_ms = 30000};
     struct conn_server *srv = listen_fd >= 0 ? conn_server_new(l, listen_fd, &handler, &a, &cs)
                                              : conn_server_cgi(l, &handler, &a, &cs);
     if (srv == NULL) {

@@ -24,9 +24,6 @@ extern char **environ;
 /* Hard cap of one output queue: past CONN_HIGH_WATER producers wait, so
  * this is only reached by a first event held whole and released at once. */
 #define OUT_CAP ((size_t)64 << 20)
-/* After its answer, how long a connection may take to send the rest of the
- * body we did not read, or to close. */
-#define LINGER_MS 30000
 /* Reads per readiness event before other connections get their turn. */
 #define READS_PER_EVENT 4
 /* FastCGI output waits for the end of the event that wrote it (so an answer's
@@ -680,7 +677,7 @@ static void on_tick(void *ud, int64_t now)
              * byte either way, so an ended answer still going out to a slow
              * client is not cut (the stall check above watches that) */
             bool lingering = !c->in_request && (c->ps.req_id != 0 || c->cgi);
-            int64_t limit = lingering ? (int64_t)LINGER_MS : s->set.idle_ms;
+            int64_t limit = lingering ? s->set.linger_ms : s->set.idle_ms;
             int64_t last = c->last_in > c->last_out ? c->last_in : c->last_out;
             if (now - last > limit * 1000) {
                 close_io(c);

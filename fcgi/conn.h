@@ -44,6 +44,9 @@ struct conn_handler {
 struct conn_settings {
     int64_t stall_ms; /* LLMPROXY_CLIENT_STALL_MS: output that moves not at all this long */
     int64_t idle_ms;  /* a connection with no request this long is closed */
+    /* an answered request whose body has not ended is waited for this
+     * long (from the last byte in or out) before the connection closes */
+    int64_t linger_ms;
 };
 
 /* Output queue marks: a producer above CONN_HIGH_WATER waits for on_drain. */

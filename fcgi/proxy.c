@@ -978,7 +978,8 @@ struct proxy *proxy_new(struct proxy_shared *sh, struct loop *l, int listen_fd)
         proxy_free(px);
         return NULL;
     }
-    struct conn_settings cs = {.stall_ms = sh->set.stall_ms, .idle_ms = 300000};
+    struct conn_settings cs = {
+        .stall_ms = sh->set.stall_ms, .idle_ms = 300000, .linger_ms = sh->set.body_timeout_ms};
     if (listen_fd < 0) {
         px->cgi = 1;
         arm_tick(px);

@@ -21,6 +21,52 @@ def linger_reset(s):
     s.close()
 
 
+class SlowReader:
+    """A socket read 4 KiB at a time, 20 ms apart (about 200 KB/s)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.first = self.last = None
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def recv(self, n):
+        time.sleep(0.02)
+        d = self.sock.recv(min(n, 4096))
+        self.last = time.time()
+        self.first = self.first or self.last
+        return d
+
+
+@test(servers=("lighttpd",))
+def fastcgi_slow_reader_gets_the_whole_answer():
+    """A web server that takes an answer slowly gets all of it, though the
+    backend's end came long before its last bytes: the linger after an answer
+    (LLMPROXY_BODY_TIMEOUT_MS, here 500 ms) waits for the queue to empty and
+    counts from the last byte that moved, not from the answer's end."""
+    prox = fc.Program(binary("llmproxy.fcgi"), env={"LLMPROXY_BODY_TIMEOUT_MS": "500"})
+    try:
+        write_routing(os.path.join(prox.dir, "dynamic_routing.json"),
+                      {"m": {"Strategy": "Failover",
+                             "Backends": [backend("a", U("name=slowfcgi+big=800000"))]}})
+        s = prox.connect()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(fc.request(1, "POST", "/v1/chat/completions", b'{"model":"m","messages":[]}'))
+        slow = SlowReader(s)
+        out, types, end = fc.read_records(slow, timeout=10)
+        s.close()
+        print("        measured: 800 KB taken in %.2f s" % (slow.last - slow.first), flush=True)
+        assert slow.last - slow.first > 2.0, "the reader was not slow enough to test the linger"
+        assert end is not None, "the answer was cut after %d bytes" % len(out)
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"Status: 200") or b"200" in head.split(b"\r\n")[0], head[:200]
+        assert len(body) > 790000 and b"slowfcgi" in body, (len(body), body[-200:])
+    finally:
+        prox.stop()
+    assert not prox.sanitizer_reports(), "\n".join(prox.sanitizer_reports())[-3000:]
+
+
 @test(servers=("lighttpd",))
 def fastcgi_clients_that_leave_at_once():
     """Clients gone before their answer is written (the admin page, an admin POST,
