@@ -23,7 +23,7 @@ ADMIN   := buf log config state auth store fcgi loop conn reply admin admin_main
            utctime sha256 keys admin_keys admin_usage usage health policy metrics admin_metrics \
            redis_url
 UNITS   := buf config route state request sse http snapshot auth store health fcgi policy endpoint sha256 \
-           log utctime keys meter limit metrics usage multipart affinity redis_url
+           log utctime keys meter limit metrics usage multipart affinity redis_url loop
 
 REL_DIR := build/release
 SAN_DIR := build/asan

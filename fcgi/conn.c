@@ -391,7 +391,9 @@ void conn_abort(struct conn *c)
         loop_later_cancel(c->srv->loop, &c->flush);
         if (!c->io_dead) {
             try_send(c);
-            discard_input(c);
+            if (!c->io_dead) {
+                discard_input(c);
+            }
         }
         close_io(c);
     } else if (c->sock) {
@@ -648,6 +650,9 @@ static void on_listen(void *ud, uint32_t events)
         /* the web server writes its request as it connects: read it now
          * rather than after one more epoll_wait */
         on_io(c, EPOLLIN);
+        /* what it queued goes out before the next accept's request is
+         * served (up to 32 of them run in this event) */
+        loop_run_later(s->loop);
     }
 }
 

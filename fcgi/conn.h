@@ -92,8 +92,10 @@ const char *conn_gone_reason(const struct conn *c);
  * is set (the program reached through a rewrite, in any directory). */
 void conn_path(const struct conn *c, char *out, size_t n);
 
-/* Queues answer bytes (framed for FastCGI) and, with flush, starts sending
- * them. 0, or -1 when the request is gone. */
+/* Queues answer bytes (framed for FastCGI). FastCGI output leaves after
+ * the event that wrote it (at once from 64 KiB queued), flush or not, so
+ * what one event writes shares a write; under CGI, flush sends at once.
+ * 0, or -1 when the request is gone. */
 int conn_write(struct conn *c, const void *p, size_t n, bool flush);
 /* Bytes queued and not yet taken by the web server. */
 size_t conn_pending(const struct conn *c);

@@ -212,7 +212,7 @@ void loop_later_cancel(struct loop *l, struct loop_later *w)
 }
 
 /* Each runs once; one may queue others (or itself again). */
-static void run_later(struct loop *l)
+void loop_run_later(struct loop *l)
 {
     while (l->later != NULL) {
         struct loop_later *w = l->later;
@@ -310,17 +310,18 @@ void loop_run_once(struct loop *l, int max_ms)
     if (n < 0 && errno != EINTR) {
         LOG_ERROR("epoll_wait: %s", strerror(errno));
         l->quit = 1;
+        loop_run_later(l); /* what is queued still goes out */
         return;
     }
     for (int i = 0; i < n; i++) {
         struct loop_fd *h = evs[i].data.ptr;
         if (!h->dead) {
             h->cb(h->ud, evs[i].events);
-            run_later(l);
+            loop_run_later(l);
         }
     }
     run_alarms(l, now_us());
-    run_later(l);
+    loop_run_later(l);
     free_graveyard(l);
 }
 

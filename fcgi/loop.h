@@ -57,6 +57,9 @@ struct loop_later {
 void loop_later(struct loop *l, struct loop_later *w);
 /* Takes w off the queue if it is on it (before the struct is freed). */
 void loop_later_cancel(struct loop *l, struct loop_later *w);
+/* Runs what is queued now (the loop does it after every callback; a
+ * callback that serves several requests in turn may do it between them). */
+void loop_run_later(struct loop *l);
 
 void loop_alarm_add(struct loop *l, struct loop_alarm *a);
 void loop_alarm_remove(struct loop *l, struct loop_alarm *a);

@@ -390,12 +390,14 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         }
     } else {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
-        if (x->npieces > 1 && (size_t)total <= JOIN_MAX) {
+        if (x->npieces > 1 && (size_t)total < JOIN_MAX) {
             x->joined = xmalloc((size_t)total + 1);
             size_t at = 0;
             for (size_t i = 0; i < x->npieces; i++) {
-                memcpy(x->joined + at, x->body[i].p, x->body[i].n);
-                at += x->body[i].n;
+                if (x->body[i].n > 0) {
+                    memcpy(x->joined + at, x->body[i].p, x->body[i].n);
+                    at += x->body[i].n;
+                }
             }
             curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->joined);
         } else if (x->npieces <= 1) {
