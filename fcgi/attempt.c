@@ -498,6 +498,21 @@ static int pass(struct request_ctx *ctx, const char *p, size_t n)
 static int hold(struct request_ctx *ctx, const char *p, size_t n)
 {
     if (!ctx->event_stream) {
+        if (ctx->conn != NULL && conn_is_cgi(ctx->conn) &&
+            ctx->hold.len + n <= ctx->px->set->max_response &&
+            buf_append(&ctx->hold, p, n) == BUF_OK) {
+            /* Under CGI the web server cannot tell a cut answer from a whole
+             * one (a pipe or a Unix socket carries no reset: it ends the
+             * answer as if complete), so a plain answer is held whole, up to
+             * the hold cap: a backend that breaks off in it is one more
+             * failed attempt, never a truncated JSON passed off as an answer */
+            ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
+            return UPSTREAM_TAKEN;
+        }
+        if (ctx->hold.len > 0) {
+            /* larger than the cap: what was held goes, the rest streams */
+            return release_hold(ctx) == 0 ? pass(ctx, p, n) : UPSTREAM_STOP;
+        }
         /* a plain body: the first byte settles it */
         apply_health(ctx, PO_ANSWER);
         if (commit(ctx) != 0) {
@@ -558,6 +573,18 @@ static int on_body(void *ud, const char *p, size_t n)
     return ctx->finish_pending || ctx->gone ? UPSTREAM_STOP : rc;
 }
 
+/* The attempt ended well with its answer still held: it goes whole. */
+static void answer_held(struct request_ctx *ctx)
+{
+    char o[16];
+    snprintf(o, sizeof(o), "%d", ctx->status);
+    ctx->at_outcome = PO_ANSWER;
+    proxy_log_attempt(ctx, o);
+    release_hold(ctx);
+    relay_end(ctx);
+    proxy_finish(ctx);
+}
+
 static void on_done(void *ud, enum upstream_result r)
 {
     struct request_ctx *ctx = ud;
@@ -586,6 +613,10 @@ static void on_done(void *ud, enum upstream_result r)
         attempt_failed(ctx, policy_transport(r), upstream_result_name(r));
     } else if (ctx->at == AT_HOLD && ctx->hold.len == 0) {
         attempt_failed(ctx, PO_EMPTY, "empty_body");
+    } else if (ctx->at == AT_HOLD && !ctx->event_stream) {
+        /* a plain answer held whole (CGI): it goes now, judged as it would
+         * have been at its first byte */
+        answer_held(ctx);
     } else if (ctx->at == AT_HOLD && sse_is_error_payload(ctx->hold.data, ctx->hold.len)) {
         attempt_failed(ctx, PO_ERROR_EVENT, NULL);
     } else if (ctx->at == AT_HOLD && ctx->event_stream && ctx->peek.responses) {
@@ -593,13 +624,7 @@ static void on_done(void *ud, enum upstream_result r)
         attempt_failed(ctx, PO_EMPTY, "no_output");
     } else if (ctx->at == AT_HOLD) {
         /* a stream that ended before a blank line: relay what came */
-        char o[16];
-        snprintf(o, sizeof(o), "%d", ctx->status);
-        ctx->at_outcome = PO_ANSWER;
-        proxy_log_attempt(ctx, o);
-        release_hold(ctx);
-        relay_end(ctx);
-        proxy_finish(ctx);
+        answer_held(ctx);
     } else {
         attempt_failed(ctx, PO_SERVER_ERROR, upstream_result_name(r));
     }

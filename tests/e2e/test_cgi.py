@@ -185,6 +185,16 @@ def cgi_responses_affinity_and_anthropic():
 
 
 @test(servers=("lighttpd",))
+def cgi_broken_answers_are_not_passed_off_as_whole():
+    """Under mod_cgi (a pipe: no reset) a backend that breaks off mid-answer gives
+    the next backend's answer, or a clear error: never a cut JSON that lighttpd
+    ends as if whole."""
+    from test_hosted import broken_answers_under_cgi, cgi_broken_models
+    routing(cgi_broken_models())
+    broken_answers_under_cgi(cgi_port())
+
+
+@test(servers=("lighttpd",))
 def cgi_stop_and_sanitizers():
     if Cgi.server is None:
         return

@@ -67,6 +67,68 @@ def hosted(mode="cgi", env=None, models=None, state_env=True):
     return srv
 
 
+def read_all(port, req):
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req)
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    return data
+
+
+def broken_answers_under_cgi(port):
+    """What a client of a CGI setup sees of backends that break off mid-answer
+    (the web server cannot be told the answer is cut: a pipe or a Unix socket
+    carries no reset)."""
+    def post(model, stream):
+        body = json.dumps({"model": model, "stream": stream, "messages": []}).encode()
+        return read_all(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Connection: close\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    # a plain answer is held whole: the break is a failed attempt, the next
+    # backend answers
+    r = chat(port, "cutthengood")
+    assert r.status == 200 and served_by(r) == "cgi-good", (r.status, r.body[:300])
+    # with no other backend: a clear error, not a truncated JSON ended as whole
+    data = post("cut", False)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 502"), data[:300]
+    assert b'"choices"' not in data and b"all_backends_failed" in data, data[-300:]
+    # a stream that breaks ends with an error event, never [DONE]
+    data = post("drop", True)
+    assert data.startswith(b"HTTP/1.1 200"), data[:300]
+    assert b"[DONE]" not in data and b'"error"' in data, data[-400:]
+
+
+def cgi_broken_models():
+    return {"cutthengood": {"Strategy": "Failover", "Backends": [
+                backend("cut", U("name=cgi-cut+cut=1")), backend("good", U("name=cgi-good"))]},
+            "cut": {"Strategy": "Failover", "Backends": [backend("a", U("name=cgi-cut+cut=1"))]},
+            "drop": {"Strategy": "Failover", "Backends": [
+                backend("a", U("name=cgi-drop+chunks=5+drop=2"))]}}
+
+
+@test(servers=("apache",))
+def cgi_broken_answers_are_not_passed_off_as_whole():
+    """Under mod_cgid a backend that breaks off mid-answer gives the next backend's
+    answer, or a clear error: never a cut JSON that Apache ends as if whole."""
+    srv = hosted(models=cgi_broken_models())
+    try:
+        broken_answers_under_cgi(srv.port)
+    finally:
+        srv.stop()
+    reports = srv.sanitizer_reports()
+    assert not reports, "\n".join(reports)[-3000:]
+
+
 @test(servers=("apache",))
 def cgi_early_answers_survive_unread_bodies():
     """Under Apache CGI stdin and stdout are one socket: an answer given before the
