@@ -505,8 +505,12 @@ static int hold(struct request_ctx *ctx, const char *p, size_t n)
              * one (a pipe or a Unix socket carries no reset: it ends the
              * answer as if complete), so a plain answer is held whole, up to
              * the hold cap: a backend that breaks off in it is one more
-             * failed attempt, never a truncated JSON passed off as an answer */
+             * failed attempt, never a truncated JSON passed off as an answer.
+             * Not committed yet: the request's deadline still holds. */
             ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
+            if (ctx->deadline > ctx->deadline_all) {
+                ctx->deadline = ctx->deadline_all;
+            }
             return UPSTREAM_TAKEN;
         }
         if (ctx->hold.len > 0) {
