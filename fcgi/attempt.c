@@ -498,8 +498,13 @@ static int pass(struct request_ctx *ctx, const char *p, size_t n)
 static int hold(struct request_ctx *ctx, const char *p, size_t n)
 {
     if (!ctx->event_stream) {
-        if (ctx->conn != NULL && conn_is_cgi(ctx->conn) &&
-            ctx->hold.len + n <= ctx->px->set->max_response &&
+        int cgi = ctx->conn != NULL && conn_is_cgi(ctx->conn);
+        if (cgi && ctx->hold.len + n <= ctx->px->set->hold_max &&
+            ctx->hold.len + n > ctx->px->set->max_response) {
+            ctx->too_big = 1; /* nothing has gone out: a clean error still can */
+            return UPSTREAM_STOP;
+        }
+        if (cgi && ctx->hold.len + n <= ctx->px->set->hold_max &&
             buf_append(&ctx->hold, p, n) == BUF_OK) {
             /* Under CGI the web server cannot tell a cut answer from a whole
              * one (a pipe or a Unix socket carries no reset: it ends the
@@ -613,6 +618,8 @@ static void on_done(void *ud, enum upstream_result r)
         proxy_finish(ctx);
     } else if (ctx->judged) {
         attempt_failed(ctx, ctx->verdict, ctx->html ? "html_body" : NULL);
+    } else if (ctx->at == AT_HOLD && ctx->too_big) {
+        attempt_failed(ctx, PO_TOO_LARGE, NULL); /* a held plain answer (CGI) */
     } else if (r != UPSTREAM_OK) {
         attempt_failed(ctx, policy_transport(r), upstream_result_name(r));
     } else if (ctx->at == AT_HOLD && ctx->hold.len == 0) {
@@ -652,6 +659,7 @@ static void reset_attempt(struct request_ctx *ctx)
     ctx->peek.responses = ctx->ep->stream == EP_STREAM_RESPONSES;
     ctx->discarded = 0;
     ctx->retry_after = -1;
+    ctx->too_big = 0;
 }
 
 /* Sends the request to backend b with key k. 0, or -1 when it could not start. */

@@ -130,6 +130,26 @@ def cgi_broken_answers_are_not_passed_off_as_whole():
 
 
 @test(servers=("apache",))
+def cgi_answer_over_the_cap_is_a_clean_error():
+    """Under CGI a plain answer larger than LLMPROXY_MAX_RESPONSE_BYTES is refused
+    while still held: a clear 502, not the first 4 KiB ended as if whole."""
+    srv = hosted(env={"LLMPROXY_MAX_RESPONSE_BYTES": "4096"},
+                 models={"m": {"Strategy": "Failover", "Backends": [
+                     backend("a", U("name=cgi-huge+big=20000"))]},
+                         "small": {"Strategy": "Failover", "Backends": [
+                             backend("a", U("name=cgi-small"))]}})
+    try:
+        r = chat(srv.port, "m")
+        assert r.status == 502 and b"all_backends_failed" in r.body, (r.status, r.body[:300])
+        r = chat(srv.port, "small")
+        assert r.status == 200 and served_by(r) == "cgi-small", (r.status, r.body[:300])
+    finally:
+        srv.stop()
+    reports = srv.sanitizer_reports()
+    assert not reports, "\n".join(reports)[-3000:]
+
+
+@test(servers=("apache",))
 def cgi_early_answers_survive_unread_bodies():
     """Under Apache CGI stdin and stdout are one socket: an answer given before the
     body is read (405, 401, 403, 404) still reaches the client whole, every time."""
