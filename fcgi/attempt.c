@@ -498,25 +498,25 @@ static int pass(struct request_ctx *ctx, const char *p, size_t n)
 static int hold(struct request_ctx *ctx, const char *p, size_t n)
 {
     if (!ctx->event_stream) {
-        int cgi = ctx->conn != NULL && conn_is_cgi(ctx->conn);
-        if (cgi && ctx->hold.len + n <= ctx->px->set->hold_max &&
-            ctx->hold.len + n > ctx->px->set->max_response) {
-            ctx->too_big = 1; /* nothing has gone out: a clean error still can */
-            return UPSTREAM_STOP;
-        }
-        if (cgi && ctx->hold.len + n <= ctx->px->set->hold_max &&
-            buf_append(&ctx->hold, p, n) == BUF_OK) {
+        if (ctx->conn != NULL && conn_is_cgi(ctx->conn) &&
+            ctx->hold.len + n <= ctx->px->set->hold_max) {
+            if (ctx->hold.len + n > ctx->px->set->max_response) {
+                ctx->too_big = 1; /* nothing has gone out: a clean error still can */
+                return UPSTREAM_STOP;
+            }
             /* Under CGI the web server cannot tell a cut answer from a whole
              * one (a pipe or a Unix socket carries no reset: it ends the
              * answer as if complete), so a plain answer is held whole, up to
              * the hold cap: a backend that breaks off in it is one more
              * failed attempt, never a truncated JSON passed off as an answer.
              * Not committed yet: the request's deadline still holds. */
-            ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
-            if (ctx->deadline > ctx->deadline_all) {
-                ctx->deadline = ctx->deadline_all;
+            if (buf_append(&ctx->hold, p, n) == BUF_OK) {
+                ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
+                if (ctx->deadline > ctx->deadline_all) {
+                    ctx->deadline = ctx->deadline_all;
+                }
+                return UPSTREAM_TAKEN;
             }
-            return UPSTREAM_TAKEN;
         }
         if (ctx->hold.len > 0) {
             /* larger than the cap: what was held goes, the rest streams */

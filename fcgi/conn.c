@@ -248,13 +248,13 @@ int conn_write(struct conn *c, const void *p, size_t n, bool flush)
     if (c->gone || c->io_dead || c->req == NULL) {
         return -1;
     }
-    if (n > 0 && conn_pending(c) == 0) {
-        /* the stall clock starts when output starts waiting, not at the
-         * last write of an earlier answer: a tick between this event and
-         * its flush must not see an old stamp */
-        c->last_out = now_us();
-    }
     if (n > 0) {
+        if (conn_pending(c) == 0) {
+            /* the stall clock starts when output starts waiting, not at the
+             * last write of an earlier answer: a tick between this event and
+             * its flush must not see an old stamp */
+            c->last_out = now_us();
+        }
         if (c->cgi) {
             if (conn_pending(c) == 0 && flush) {
                 /* nothing queued: straight from the caller's bytes */

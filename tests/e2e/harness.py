@@ -363,6 +363,28 @@ def open_request(port, method, path, body=None, headers=None, timeout=30):
     return sock
 
 
+def raw_post(port, path, body, timeout=10):
+    """POSTs JSON over HTTP/1.1 (Connection: close) and returns every byte that
+    came back, as it came (chunk framing included), until the close or a reset."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+              % (path.encode(), len(body), body))
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    return data
+
+
 def request(port, method, path, body=None, headers=None, timeout=30):
     r = fetch(port, method, path, body, headers, timeout)
     return r.status, r.headers, r.body

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from harness import ApacheHosted, backend, chat, fetch, request
+from harness import ApacheHosted, backend, chat, fetch, raw_post, request
 from test_proxy import Env, U, served_by, test, wait_for
 
 
@@ -67,39 +67,19 @@ def hosted(mode="cgi", env=None, models=None, state_env=True):
     return srv
 
 
-def read_all(port, req):
-    import socket
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(req)
-    data = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    except (ConnectionResetError, socket.timeout):
-        pass
-    s.close()
-    return data
-
-
 def broken_answers_under_cgi(port):
     """What a client of a CGI setup sees of backends that break off mid-answer
     (the web server cannot be told the answer is cut: a pipe or a Unix socket
     carries no reset)."""
     def post(model, stream):
-        body = json.dumps({"model": model, "stream": stream, "messages": []}).encode()
-        return read_all(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        b"Connection: close\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return raw_post(port, "/v1/chat/completions",
+                        {"model": model, "stream": stream, "messages": []})
     # a plain answer is held whole: the break is a failed attempt, the next
     # backend answers
     r = chat(port, "cutthengood")
     assert r.status == 200 and served_by(r) == "cgi-good", (r.status, r.body[:300])
     # with no other backend: a clear error, not a truncated JSON ended as whole
     data = post("cut", False)
-    head, _, rest = data.partition(b"\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 502"), data[:300]
     assert b'"choices"' not in data and b"all_backends_failed" in data, data[-300:]
     # a stream that breaks ends with an error event, never [DONE]

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from harness import ROOT, backend, chat, fetch, open_request, request, write_routing
+from harness import ROOT, backend, chat, fetch, open_request, raw_post, request, write_routing
 from test_proxy import Env, U, requests_for, run_parallel, served_by, test, wait_for
 
 
@@ -312,20 +312,7 @@ def broken_plain_answer_is_not_passed_off_as_whole():
     """A non-stream answer that breaks after it began: the client's connection is cut
     (HTTP/1.1: no final chunk), not ended as if the JSON were complete."""
     Env.routing({"m": {"Strategy": "Failover", "Backends": [backend("a", U("name=cut+cut=1"))]}})
-    s = socket.create_connection(("127.0.0.1", Env.port()), timeout=10)
-    body = b'{"model":"m","messages":[]}'
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    data = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-    except (ConnectionResetError, socket.timeout):
-        pass
-    s.close()
+    data = raw_post(Env.port(), "/v1/chat/completions", {"model": "m", "messages": []})
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b'"mess' in data and not data.endswith(b"0\r\n\r\n"), data[-200:]
 
