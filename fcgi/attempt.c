@@ -280,11 +280,13 @@ static void relay_end(struct request_ctx *ctx)
 /* Sends what was held and goes on streaming. */
 static int release_hold(struct request_ctx *ctx)
 {
-    apply_health(ctx, PO_ANSWER);
+    if (!ctx->held_relay) {
+        apply_health(ctx, PO_ANSWER); /* a relayed answer's was done at its head */
+    }
     if (commit(ctx) != 0) {
         return -1;
     }
-    int rc = relay(ctx, ctx->hold.data, ctx->hold.len);
+    int rc = ctx->hold.len > 0 ? relay(ctx, ctx->hold.data, ctx->hold.len) : 0;
     buf_cleanup(&ctx->hold);
     return rc;
 }
@@ -438,6 +440,16 @@ static void on_header(void *ud, const char *line, size_t len)
     }
 }
 
+/* Under CGI the web server cannot tell a cut answer from a whole one (a
+ * pipe or a Unix socket carries no reset: it ends the answer as if
+ * complete), so a plain answer is held whole, up to the hold cap: a backend
+ * that breaks off in it is a failed attempt or a clean error, never a
+ * truncated JSON passed off as an answer. */
+static bool holds_whole(const struct request_ctx *ctx)
+{
+    return !ctx->event_stream && ctx->conn != NULL && conn_is_cgi(ctx->conn);
+}
+
 static int on_headers_done(void *ud, int status)
 {
     struct request_ctx *ctx = ud;
@@ -466,6 +478,11 @@ static int on_headers_done(void *ud, int status)
          * answer, whatever it is (an empty one, a HEAD's, an error, a stream
          * that fails), goes on as it comes, never judged against it. */
         apply_health(ctx, o);
+        if (holds_whole(ctx)) {
+            ctx->at = AT_HOLD; /* judged already: it goes whole, or a clean error */
+            ctx->held_relay = 1;
+            return 0;
+        }
         ctx->in_cb++;
         int rc = commit(ctx);
         ctx->in_cb--;
@@ -498,18 +515,12 @@ static int pass(struct request_ctx *ctx, const char *p, size_t n)
 static int hold(struct request_ctx *ctx, const char *p, size_t n)
 {
     if (!ctx->event_stream) {
-        if (ctx->conn != NULL && conn_is_cgi(ctx->conn) &&
-            ctx->hold.len + n <= ctx->px->set->hold_max) {
+        if (holds_whole(ctx) && ctx->hold.len + n <= ctx->px->set->hold_max) {
             if (ctx->hold.len + n > ctx->px->set->max_response) {
                 ctx->too_big = 1; /* nothing has gone out: a clean error still can */
                 return UPSTREAM_STOP;
             }
-            /* Under CGI the web server cannot tell a cut answer from a whole
-             * one (a pipe or a Unix socket carries no reset: it ends the
-             * answer as if complete), so a plain answer is held whole, up to
-             * the hold cap: a backend that breaks off in it is one more
-             * failed attempt, never a truncated JSON passed off as an answer.
-             * Not committed yet: the request's deadline still holds. */
+            /* not committed yet: the request's deadline still holds */
             if (buf_append(&ctx->hold, p, n) == BUF_OK) {
                 ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
                 if (ctx->deadline > ctx->deadline_all) {
@@ -518,7 +529,7 @@ static int hold(struct request_ctx *ctx, const char *p, size_t n)
                 return UPSTREAM_TAKEN;
             }
         }
-        if (ctx->hold.len > 0) {
+        if (ctx->hold.len > 0 || ctx->held_relay) {
             /* larger than the cap: what was held goes, the rest streams */
             return release_hold(ctx) == 0 ? pass(ctx, p, n) : UPSTREAM_STOP;
         }
@@ -587,11 +598,45 @@ static void answer_held(struct request_ctx *ctx)
 {
     char o[16];
     snprintf(o, sizeof(o), "%d", ctx->status);
-    ctx->at_outcome = PO_ANSWER;
+    if (!ctx->held_relay) {
+        ctx->at_outcome = PO_ANSWER; /* a relayed one keeps what its head was */
+    }
     proxy_log_attempt(ctx, o);
     release_hold(ctx);
     relay_end(ctx);
     proxy_finish(ctx);
+}
+
+/* A relayed answer held whole (CGI) that did not come whole: nothing has
+ * gone out and it has nowhere else to go (a client's error, a response's
+ * follow-up), so the client hears a clean error instead. */
+static void held_relay_failed(struct request_ctx *ctx, enum policy_outcome o, const char *label)
+{
+    apply_health(ctx, o);
+    proxy_log_attempt(ctx, label != NULL ? label : policy_rule(o)->name);
+    ctx->at = AT_NONE;
+    buf_cleanup(&ctx->hold);
+    char msg[CONFIG_MAX_MODEL_NAME + 192];
+    const char *name = ctx->model->name;
+    if (o == PO_TIMEOUT) {
+        snprintf(msg, sizeof(msg),
+                 "The backend for model '%s' stopped sending its answer (%s); nothing of it was "
+                 "passed on.",
+                 name, now_us() >= ctx->deadline_all ? "deadline" : "timeout");
+        proxy_answer_error(ctx, 504, msg, "upstream_error", NULL, "upstream_timeout", NULL);
+    } else if (o == PO_TOO_LARGE) {
+        snprintf(msg, sizeof(msg),
+                 "The backend's answer for model '%s' is larger than this proxy passes on (%zu "
+                 "bytes).",
+                 name, ctx->px->set->max_response);
+        proxy_answer_error(ctx, 502, msg, "upstream_error", NULL, "response_too_large", NULL);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "The backend's answer for model '%s' broke off (%s); nothing of it was passed "
+                 "on.",
+                 name, label != NULL ? label : policy_rule(o)->name);
+        proxy_answer_error(ctx, 502, msg, "upstream_error", NULL, "upstream_broken", NULL);
+    }
 }
 
 static void on_done(void *ud, enum upstream_result r)
@@ -616,6 +661,15 @@ static void on_done(void *ud, enum upstream_result r)
             end_with_error(ctx, ctx->too_big ? PO_TOO_LARGE : PO_BROKEN);
         }
         proxy_finish(ctx);
+    } else if (ctx->held_relay) {
+        if (ctx->too_big) {
+            held_relay_failed(ctx, PO_TOO_LARGE, NULL);
+        } else if (r != UPSTREAM_OK) {
+            enum policy_outcome o = policy_transport(r);
+            held_relay_failed(ctx, o == PO_SERVER_ERROR ? PO_BROKEN : o, upstream_result_name(r));
+        } else {
+            answer_held(ctx); /* whole, even empty (a HEAD's, a 204) */
+        }
     } else if (ctx->judged) {
         attempt_failed(ctx, ctx->verdict, ctx->html ? "html_body" : NULL);
     } else if (ctx->at == AT_HOLD && ctx->too_big) {
@@ -660,6 +714,7 @@ static void reset_attempt(struct request_ctx *ctx)
     ctx->discarded = 0;
     ctx->retry_after = -1;
     ctx->too_big = 0;
+    ctx->held_relay = 0;
 }
 
 /* Sends the request to backend b with key k. 0, or -1 when it could not start. */
@@ -893,6 +948,8 @@ void attempt_expire(struct request_ctx *ctx, int64_t now, int shutdown)
         proxy_log_attempt(ctx, "shutdown");
         proxy_answer_error(ctx, 503, "llmproxy is shutting down; retry.", "upstream_error", NULL,
                            "server_shutting_down", "Retry-After: 1\r\n");
+    } else if (ctx->held_relay) {
+        held_relay_failed(ctx, PO_TIMEOUT, NULL);
     } else {
         attempt_failed(ctx, PO_TIMEOUT, NULL);
     }

@@ -27,7 +27,10 @@ key=value tokens joined by '+', e.g. "name=a+status=429+ra=5".
 
   fat=KB      each SSE chunk carries KB kilobytes of padding (a fast, large stream)
   onlymodel=M `status` applies only to requests for model M  bighdr=N    the answer carries an x-request-id of N characters
-  cut=1       a plain (non-stream) 200 sent chunked, broken off halfway
+  cut=1       a plain (non-stream) answer sent chunked, broken off halfway: a 200, an
+              error's body with status=S, and on /responses only a follow-up's
+              (previous_response_id, or by id), so the response can be made first
+  stall=MS    with cut=1: wait MS after the first half before breaking off
   ptok=N      the answer's usage: N prompt tokens (10), ctok=N completion tokens (20),
   cached=N    of which N cached (0); streams send usage only when stream_options.include_usage
   nousage=1   the answer reports no usage at all
@@ -87,6 +90,12 @@ class State:
             n = self.counts.get(spec, 0) + 1
             self.counts[spec] = n
             return n
+
+
+def half(obj):
+    """The first half of obj's JSON: an answer broken off halfway."""
+    data = json.dumps(obj).encode()
+    return data[:len(data) // 2]
 
 
 def usage_of(spec):
@@ -423,6 +432,9 @@ class Handler(BaseHTTPRequestHandler):
             if spec.get("trailer"):
                 self._chunked_with_trailer(status, json.dumps(err).encode())
                 return
+            if spec.get("cut"):
+                self._cut(status, half(err))
+                return
             self._json(status, err, extra)
             return
         if spec.get("empty"):
@@ -468,13 +480,7 @@ class Handler(BaseHTTPRequestHandler):
                 entry["ended"] = time.time()
             return
         if spec.get("cut"):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            self._chunk(b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"mess')
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._cut(200, b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"mess')
             return
         content = "hello from %s" % name
         if "big" in spec:
@@ -490,6 +496,18 @@ class Handler(BaseHTTPRequestHandler):
         if not spec.get("nousage"):
             obj["usage"] = usage_of(spec)
         self._json(200, obj)
+
+    def _cut(self, status, part):
+        """The start of a JSON answer, sent chunked, then the connection broken off."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk(part)
+        self.close_connection = True
+        if self._wait_gone(int(self.spec.get("stall", "0")) / 1000.0):
+            return
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _anthropic_error(self, status, etype, msg, extra=None):
         self._json(status, {"type": "error", "error": {"type": etype, "message": msg}}, extra)
@@ -531,6 +549,9 @@ class Handler(BaseHTTPRequestHandler):
                                            "type": "invalid_request_error", "param": None,
                                            "code": None}})
                 return
+            if spec.get("cut") and method != "DELETE":
+                self._cut(200, half(have["obj"]))
+                return
             if method == "DELETE":
                 with st.lock:
                     st.responses.pop(rid, None)
@@ -554,6 +575,9 @@ class Handler(BaseHTTPRequestHandler):
                                            "type": "invalid_request_error",
                                            "param": "previous_response_id", "code": None}})
                 return
+        if prev is not None and spec.get("cut") and not req.get("stream"):
+            self._cut(200, half(have["obj"]))
+            return
         rid = "resp_%s_%d_%d" % (re.sub(r"[^A-Za-z0-9]", "", name), count, int(time.time() * 1000))
         u = usage_of(spec)
         usage = {"input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
