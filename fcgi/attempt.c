@@ -280,9 +280,8 @@ static void relay_end(struct request_ctx *ctx)
 /* Sends what was held and goes on streaming. */
 static int release_hold(struct request_ctx *ctx)
 {
-    if (!ctx->held_relay) {
-        apply_health(ctx, PO_ANSWER); /* a relayed answer's was done at its head */
-    }
+    /* a relayed answer's head said what it is; any other is an answer */
+    apply_health(ctx, ctx->held_relay ? ctx->relay_outcome : PO_ANSWER);
     if (commit(ctx) != 0) {
         return -1;
     }
@@ -450,6 +449,16 @@ static bool holds_whole(const struct request_ctx *ctx)
     return !ctx->event_stream && ctx->conn != NULL && conn_is_cgi(ctx->conn);
 }
 
+/* Bytes came from the backend: it may be silent for TimeoutSeconds again, but
+ * an answer not yet committed stays within the request's deadline. */
+static void restart_idle(struct request_ctx *ctx)
+{
+    ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
+    if (ctx->deadline > ctx->deadline_all) {
+        ctx->deadline = ctx->deadline_all;
+    }
+}
+
 static int on_headers_done(void *ud, int status)
 {
     struct request_ctx *ctx = ud;
@@ -466,6 +475,7 @@ static int on_headers_done(void *ud, int status)
     if (o == PO_ANSWER && !ctx->pinned) {
         /* an HTML page is a captive portal or a proxy's error, not an answer */
         ctx->at = ctx->html ? AT_DISCARD : AT_HOLD;
+        restart_idle(ctx); /* the head came: from here the body may be idle as long */
         if (ctx->html) {
             ctx->verdict = PO_EMPTY;
             ctx->judged = 1;
@@ -477,12 +487,16 @@ static int on_headers_done(void *ud, int status)
          * A response's follow-up has nowhere else to go: its backend's
          * answer, whatever it is (an empty one, a HEAD's, an error, a stream
          * that fails), goes on as it comes, never judged against it. */
-        apply_health(ctx, o);
         if (holds_whole(ctx)) {
-            ctx->at = AT_HOLD; /* judged already: it goes whole, or a clean error */
+            /* judged already: it goes whole (its health counted then, once),
+             * or a clean error */
+            ctx->at = AT_HOLD;
             ctx->held_relay = 1;
+            ctx->relay_outcome = o;
+            restart_idle(ctx);
             return 0;
         }
+        apply_health(ctx, o);
         ctx->in_cb++;
         int rc = commit(ctx);
         ctx->in_cb--;
@@ -522,10 +536,7 @@ static int hold(struct request_ctx *ctx, const char *p, size_t n)
             }
             /* not committed yet: the request's deadline still holds */
             if (buf_append(&ctx->hold, p, n) == BUF_OK) {
-                ctx->deadline = now_us() + (int64_t)ctx->backend->timeout_ms * 1000;
-                if (ctx->deadline > ctx->deadline_all) {
-                    ctx->deadline = ctx->deadline_all;
-                }
+                restart_idle(ctx);
                 return UPSTREAM_TAKEN;
             }
         }
@@ -598,11 +609,8 @@ static void answer_held(struct request_ctx *ctx)
 {
     char o[16];
     snprintf(o, sizeof(o), "%d", ctx->status);
-    if (!ctx->held_relay) {
-        ctx->at_outcome = PO_ANSWER; /* a relayed one keeps what its head was */
-    }
+    release_hold(ctx); /* sets the attempt's outcome */
     proxy_log_attempt(ctx, o);
-    release_hold(ctx);
     relay_end(ctx);
     proxy_finish(ctx);
 }
@@ -618,7 +626,7 @@ static void held_relay_failed(struct request_ctx *ctx, enum policy_outcome o, co
     buf_cleanup(&ctx->hold);
     char msg[CONFIG_MAX_MODEL_NAME + 192];
     const char *name = ctx->model->name;
-    if (o == PO_TIMEOUT) {
+    if (o == PO_IDLE) {
         snprintf(msg, sizeof(msg),
                  "The backend for model '%s' stopped sending its answer (%s); nothing of it was "
                  "passed on.",
@@ -945,11 +953,12 @@ void attempt_expire(struct request_ctx *ctx, int64_t now, int shutdown)
         end_with_error(ctx, shutdown ? PO_SHUTDOWN : PO_IDLE);
         proxy_finish(ctx);
     } else if (shutdown) {
+        ctx->at_outcome = PO_SHUTDOWN; /* a held relay's head had set another */
         proxy_log_attempt(ctx, "shutdown");
         proxy_answer_error(ctx, 503, "llmproxy is shutting down; retry.", "upstream_error", NULL,
                            "server_shutting_down", "Retry-After: 1\r\n");
     } else if (ctx->held_relay) {
-        held_relay_failed(ctx, PO_TIMEOUT, NULL);
+        held_relay_failed(ctx, PO_IDLE, NULL); /* its head came: silent since */
     } else {
         attempt_failed(ctx, PO_TIMEOUT, NULL);
     }

@@ -133,9 +133,10 @@ struct request_ctx {
     int paused;       /* the transfer waits for the client to take what is queued */
     int too_big;
     int held_relay; /* a relayed answer (4xx, a follow-up) held whole under CGI */
-    int cut;        /* a plain answer broke off: cut the connection, no END_REQUEST */
-    int broken;     /* the answer broke off after it began */
-    int answered;   /* a backend's answer went to the client (ctx->backend) */
+    enum policy_outcome relay_outcome; /* what its head said, applied once it is whole */
+    int cut;      /* a plain answer broke off: cut the connection, no END_REQUEST */
+    int broken;   /* the answer broke off after it began */
+    int answered; /* a backend's answer went to the client (ctx->backend) */
 
     /* the client (client.c) */
     const struct client_key *key; /* NULL: keyless mode; points into snap */
