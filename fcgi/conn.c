@@ -650,9 +650,11 @@ static void on_listen(void *ud, uint32_t events)
         /* the web server writes its request as it connects: read it now
          * rather than after one more epoll_wait */
         on_io(c, EPOLLIN);
-        /* what it queued goes out before the next accept's request is
-         * served (up to 32 of them run in this event) */
-        loop_run_later(s->loop);
+        /* One connection per event: the watch is level-triggered, so one
+         * more waiting brings this event back at the next epoll_wait, with
+         * whatever else is ready; accepting on until EAGAIN would cost a
+         * failed accept4 per request whenever they come one at a time. */
+        return;
     }
 }
 
