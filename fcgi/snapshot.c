@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,23 @@ static struct source keyfile = {"keys file", NULL, {0}, NULL, 0, &store_keys, fa
 static struct snapshot *current;
 static struct state *shared;
 static uint64_t seen_generation;
+
+/* Change notices (inotify), so that an acquire need not stat() the files:
+ * the state directory for files made, renamed or deleted in it, and each
+ * file's own inode for a write in place. The stat() runs again only after a
+ * notice, a change count, a file that could not be read, or a second since
+ * the last (a file system whose notices are lost). All under the lock. */
+#define WATCH_RECHECK_US 1000000
+#define WATCH_DIR_EVENTS (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR)
+#define WATCH_FILE_EVENTS (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF)
+static struct {
+    int fd;          /* -1: no notices, every acquire stats */
+    int dir_wd;      /* the directory's watch */
+    int file_wd[2];  /* the routing file's and the keys file's, -1: none (absent) */
+    bool dirty;      /* a notice came since the last stat */
+    bool broken;     /* the directory's watch is gone: stat every time */
+    int64_t checked; /* when the files were last stat()ed */
+} watch = {-1, -1, {-1, -1}, true, false, 0};
 
 static struct file_id file_id_of(const struct stat *sb)
 {
@@ -209,6 +227,11 @@ void snapshot_set_state(struct state *st)
 void snapshot_cleanup(void)
 {
     pthread_mutex_lock(&lock);
+    if (watch.fd >= 0) {
+        close(watch.fd);
+    }
+    watch.fd = -1;
+    watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
     struct snapshot *old = current;
     current = NULL;
     forget(&routing);
@@ -217,11 +240,144 @@ void snapshot_cleanup(void)
     snapshot_release(old);
 }
 
+/* The files' own watches, on the inodes the paths name now (a rename put a
+ * new one there); under the lock. */
+static void watch_files(void)
+{
+    struct source *src[2] = {&routing, &keyfile};
+    for (int i = 0; i < 2; i++) {
+        watch.file_wd[i] = src[i]->path != NULL
+                               ? inotify_add_watch(watch.fd, src[i]->path, WATCH_FILE_EVENTS)
+                               : -1;
+    }
+}
+
+int snapshot_watch_start(void)
+{
+    pthread_mutex_lock(&lock);
+    if (watch.fd >= 0 || routing.path == NULL) {
+        int fd = watch.fd;
+        pthread_mutex_unlock(&lock);
+        return fd;
+    }
+    /* a file that is a link is changed where it points: stat it every time */
+    struct stat sb;
+    if ((lstat(routing.path, &sb) == 0 && S_ISLNK(sb.st_mode)) ||
+        (lstat(keyfile.path, &sb) == 0 && S_ISLNK(sb.st_mode))) {
+        pthread_mutex_unlock(&lock);
+        return -1;
+    }
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    char dir[4200] = ".";
+    const char *slash = strrchr(routing.path, '/');
+    if (slash != NULL) {
+        int len = slash == routing.path ? 1 : (int)(slash - routing.path); /* "/" or the dir */
+        snprintf(dir, sizeof(dir), "%.*s", len, routing.path);
+    }
+    int wd = fd >= 0 ? inotify_add_watch(fd, dir, WATCH_DIR_EVENTS) : -1;
+    if (wd < 0) {
+        LOG_WARN("no change notices for %s (%s): the files are checked with each request", dir,
+                 strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        pthread_mutex_unlock(&lock);
+        return -1;
+    }
+    watch.fd = fd;
+    watch.dir_wd = wd;
+    watch.dirty = true; /* what changed before the watch began */
+    watch.broken = false;
+    watch_files();
+    pthread_mutex_unlock(&lock);
+    return fd;
+}
+
+void snapshot_watch_stop(void)
+{
+    pthread_mutex_lock(&lock);
+    watch.broken = true;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Is the notice about one of our files? */
+static bool watch_concerns(const struct inotify_event *ev)
+{
+    if (ev->mask & IN_Q_OVERFLOW) {
+        return true; /* notices were lost */
+    }
+    if (ev->wd == watch.file_wd[0] || ev->wd == watch.file_wd[1]) {
+        return true;
+    }
+    if (ev->wd != watch.dir_wd) {
+        return false; /* an inode watched before a rename, now replaced */
+    }
+    if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
+        watch.broken = true; /* the directory itself went */
+        return true;
+    }
+    struct source *src[2] = {&routing, &keyfile};
+    for (int i = 0; i < 2; i++) {
+        const char *slash = src[i]->path != NULL ? strrchr(src[i]->path, '/') : NULL;
+        const char *base = slash != NULL ? slash + 1 : src[i]->path;
+        if (ev->len > 0 && base != NULL && strcmp(ev->name, base) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void snapshot_watch_read(void)
+{
+    char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        ssize_t n = watch.fd >= 0 ? read(watch.fd, b, sizeof(b)) : -1;
+        if (n <= 0) {
+            break; /* EAGAIN: all read */
+        }
+        for (char *p = b; p < b + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
+            if (watch_concerns(ev)) {
+                watch.dirty = true;
+            }
+            p += sizeof(*ev) + ev->len;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* Under the lock: may the snapshot be served without a stat()? Else the
+ * stat() that follows is recorded as the last. */
+static bool unchanged(uint64_t gen)
+{
+    int64_t now = now_us();
+    if (watch.fd >= 0 && !watch.broken && !watch.dirty && current != NULL &&
+        gen == seen_generation && routing.failing == 0 && keyfile.failing == 0 &&
+        now - watch.checked < WATCH_RECHECK_US) {
+        return true;
+    }
+    if (watch.fd >= 0) {
+        watch.dirty = false; /* a notice from here on is after our stat() */
+        watch.checked = now;
+        watch_files();
+    }
+    return false;
+}
+
 struct snapshot *snapshot_acquire(void)
 {
     /* the counter first: a change counted before our stat() is then seen */
     uint64_t gen =
         shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
+    pthread_mutex_lock(&lock);
+    if (unchanged(gen)) {
+        struct snapshot *s = current;
+        __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&lock);
+        return s;
+    }
+    pthread_mutex_unlock(&lock);
     struct file_id rnow = stat_id(routing.path);
     struct file_id know = stat_id(keyfile.path);
     pthread_mutex_lock(&lock);

@@ -411,8 +411,12 @@ def main():
                               capture_output=True, text=True).stdout
         for line in cost.splitlines():
             if line.startswith("#"):
-                print("\nhot-reload check (stat + change counter), -O2:" + line[1:].split(":", 1)[1])
-                note("hot-reload check per request", line[1:].split(":", 1)[1].strip())
+                how = "notices" if "notices on" in line else "stat"
+                print("\nhot-reload check (change counter + %s), -O2:%s" % (
+                    "inotify, as served" if how == "notices" else "stat() of each file, as CGI",
+                    line[1:].split(":", 1)[1]))
+                note("hot-reload check per request" + (" (stat, CGI)" if how == "stat" else ""),
+                     line[1:].split(":", 1)[1].strip())
         metrics_cost(up_port, work)
         redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
         print("\nmachine: %s, %d cores" % (cpu_name(), os.cpu_count()))
