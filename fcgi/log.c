@@ -40,7 +40,18 @@ bool log_json(void)
     return m == 1;
 }
 
-static void write_all(const char *p, size_t k)
+/* Lines held by a loop's thread until the end of its turn (log_hold), so
+ * that a request's summary goes out after its answer, not before it: up to
+ * one atomic pipe write (PIPE_BUF). log_msg's lines are never held (an
+ * error may be the last thing a process says). */
+static __thread struct {
+    bool on;
+    int urgent; /* inside log_msg */
+    size_t len;
+    char buf[4096];
+} held;
+
+static void write_out(const char *p, size_t k)
 {
     while (k > 0) {
         ssize_t w = write(STDERR_FILENO, p, k);
@@ -53,6 +64,36 @@ static void write_all(const char *p, size_t k)
         p += w;
         k -= (size_t)w;
     }
+}
+
+void log_flush(void)
+{
+    if (held.len > 0) {
+        write_out(held.buf, held.len);
+        held.len = 0;
+    }
+}
+
+void log_hold(bool on)
+{
+    if (!on) {
+        log_flush();
+    }
+    held.on = on;
+}
+
+static void write_all(const char *p, size_t k)
+{
+    if (held.on && held.urgent == 0 && k <= sizeof(held.buf)) {
+        if (held.len + k > sizeof(held.buf)) {
+            log_flush();
+        }
+        memcpy(held.buf + held.len, p, k);
+        held.len += k;
+        return;
+    }
+    log_flush(); /* in order */
+    write_out(p, k);
 }
 
 bool log_json_escape(char *out, size_t n, size_t *k, const char *s)
@@ -172,6 +213,7 @@ void log_linef(const char *fmt, ...)
 
 void log_msg(const char *level, const char *file, int line, const char *fmt, ...)
 {
+    held.urgent++;
     if (log_json()) {
         char text[4096];
         va_list ap;
@@ -181,23 +223,23 @@ void log_msg(const char *level, const char *file, int line, const char *fmt, ...
         char members[9000];
         int n = snprintf(members, sizeof(members), "\"level\":\"%s\",\"src\":\"%s:%d\",\"msg\":\"",
                          level, file, line);
-        if (n < 0 || (size_t)n >= sizeof(members)) {
-            return;
+        if (n >= 0 && (size_t)n < sizeof(members)) {
+            size_t k = (size_t)n;
+            log_json_escape(members, sizeof(members) - 2, &k, text);
+            members[k++] = '"';
+            log_json_line(members, k);
         }
-        size_t k = (size_t)n;
-        log_json_escape(members, sizeof(members) - 2, &k, text);
-        members[k++] = '"';
-        log_json_line(members, k);
+        held.urgent--;
         return;
     }
     char msg[4096];
     int n = snprintf(msg, 512, "%s %s:%d: ", level, file, line);
-    if (n < 0 || n >= 512) {
-        return;
+    if (n >= 0 && n < 512) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t m = format(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+        va_end(ap);
+        log_line(msg, (size_t)n + m);
     }
-    va_list ap;
-    va_start(ap, fmt);
-    size_t m = format(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
-    va_end(ap);
-    log_line(msg, (size_t)n + m);
+    held.urgent--;
 }

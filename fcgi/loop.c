@@ -323,6 +323,7 @@ void loop_run_once(struct loop *l, int max_ms)
         LOG_ERROR("epoll_wait: %s", strerror(errno));
         l->quit = 1;
         loop_run_later(l); /* what is queued still goes out */
+        log_flush();
         return;
     }
     if (l->first != NULL && n > 0) {
@@ -350,11 +351,14 @@ void loop_run_once(struct loop *l, int max_ms)
     run_alarms(l, now_us());
     loop_run_later(l);
     free_graveyard(l);
+    log_flush(); /* the turn's log lines, after what it sent */
 }
 
 void loop_run(struct loop *l)
 {
+    log_hold(true);
     while (!l->quit) {
         loop_run_once(l, -1);
     }
+    log_hold(false);
 }

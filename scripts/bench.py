@@ -188,6 +188,11 @@ def main():
     ap.add_argument("--only-metrics", action="store_true")
     ap.add_argument("--only-open", action="store_true",
                     help="only the open-loop latency (fixed rates, tests/bench/openload.c)")
+    ap.add_argument("--max-rps", type=float, default=None,
+                    help="open loop: take this as llmproxy's plain maximum instead of measuring it "
+                         "(the same rates for two builds compared)")
+    ap.add_argument("--max-streams", type=float, default=None,
+                    help="open loop: the same for streams")
     ap.add_argument("--only-peer", action="store_true",
                     help="only the peer gateway (Portkey, from npm) against llmproxy")
     ap.add_argument("--only-redis", action="store_true",
@@ -291,7 +296,7 @@ def main():
             redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
             return
         if args.only_open:
-            open_loop(args, up_port, lp_port, mp_port, script, None)
+            open_loop(args, up_port, lp_port, mp_port, script, args.max_rps)
             return
         if args.only_peer:
             portkey_peer(args, up_port, lp_port, state, script, work)
@@ -448,9 +453,11 @@ def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
     with open(stream_script, "w") as f:
         f.write(WRK_LUA.replace(BODY, json.dumps(
             {"model": "bench-quick-stream", "stream": True, "messages": []})))
-    wrk(url, 32, 1, stream_script)
-    max_streams = statistics.median(
-        wrk(url, 32, args.seconds, stream_script)["rps"] for _ in range(3))
+    max_streams = args.max_streams
+    if max_streams is None:
+        wrk(url, 32, 1, stream_script)
+        max_streams = statistics.median(
+            wrk(url, 32, args.seconds, stream_script)["rps"] for _ in range(3))
     targets = {"direct": (up_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions"),
                "llmproxy": (lp_port, "/v1/chat/completions", "/v1/chat/completions"),
                "mod_proxy": (mp_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions")}

@@ -6,7 +6,7 @@ import json
 import re
 
 from harness import backend, fetch
-from test_proxy import Env, U, requests_for, served_by, test
+from test_proxy import Env, U, requests_for, served_by, test, wait_for
 
 
 def post(path, body, headers=None):
@@ -54,6 +54,8 @@ def speech_binary_answer_relayed_as_it_arrives():
     assert r.chunks[-1][0] - first > 0.4, [round(t - r.t_sent, 3) for t, _ in r.chunks]
     assert len(requests_for("name=tts-down")) == 1
     # audio is not tokens: nothing estimated from its bytes
+    # (a request's log line is written just after its answer)
+    assert wait_for(lambda: "/audio/speech model=tts" in Env.server.log()[-4000:], 3)
     log = Env.server.log()[-4000:]
     line = [x for x in log.splitlines() if "/audio/speech model=tts" in x][-1]
     assert "status=200" in line and "usage=estimated" not in line, line
@@ -86,6 +88,7 @@ def model_fallbacks():
     sent = json.loads(requests_for("name=fb-t1")[-1]["body"])
     assert sent["model"] == "third", sent  # the fallback's own name goes upstream
     assert [len(requests_for("name=fb-" + n)) for n in ("p1", "p2", "s1")] == [1, 1, 1]
+    assert wait_for(lambda: "model=primary" in Env.server.log()[-5000:], 3)
     line = [x for x in Env.server.log()[-5000:].splitlines() if "model=primary" in x][-1]
     assert "fallback=second" in line and "fallback=third" in line and "status=200" in line, line
     # a stream falls back the same way

@@ -396,7 +396,8 @@ def answers_without_usage_are_estimated_never_free():
         k = made["Key"]
         r = chat(Env.port(), "m", headers=bearer(k))
         assert r.status == 200 and "usage" not in r.json(), r.body
-        assert re.search(r"model=m .*status=200 .*usage=estimated", Env.server.log()[-5000:])
+        assert wait_for(lambda: re.search(r"model=m .*status=200 .*usage=estimated",
+                                          Env.server.log()[-5000:]), 3)
         u = kadmin("GET", "/" + made["Id"]).json()["Usage"]
         assert u["Requests"] == 1 and u["PromptTokens"] > 0 and u["CompletionTokens"] > 0, u
         r = chat(Env.port(), "m", headers=bearer(k))

@@ -297,6 +297,8 @@ def round_robin_exact_across_processes():
     mark = len(Env.server.log())
     got = run_parallel(60, lambda i: served_by(chat(Env.port(), "rr")))
     assert got.count("a") == 30 and got.count("b") == 30, (got.count("a"), got.count("b"))
+    # (each request's log line is written just after its answer)
+    wait_for(lambda: len(re.findall(r"req=\S+ /chat", Env.server.log()[mark:])) >= 60, 3)
     pids = set(re.findall(r"llmproxy\[(\d+)\] req=\S+ /chat", Env.server.log()[mark:]))
     assert len(pids) == Env.server.procs, "requests were served by %d responder process(es)" % len(
         pids)

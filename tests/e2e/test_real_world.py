@@ -276,7 +276,7 @@ def circuit_is_per_model_and_backend():
     for _ in range(6):
         assert served_by(chat(Env.port(), "sick")) == "permodel-spare"
     assert len([e for e in requests_for("name=permodel+") if '"sick"' in e["body"]]) == 3
-    assert "shared:circuit_open" in log_since(Env.server, mark)
+    assert wait_for(lambda: "shared:circuit_open" in log_since(Env.server, mark), 3)
     for _ in range(3):
         r = chat(Env.port(), "well")
         assert r.status == 200 and served_by(r) == "permodel", r.body

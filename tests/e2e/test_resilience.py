@@ -57,7 +57,7 @@ def failing_backend_circuit_opens():
         assert r.status == 200 and served_by(r) == "circ-ok", r.body
     assert len(requests_for("name=circ+")) == 3, "the failing backend was tried %d times" % len(
         requests_for("name=circ+"))
-    assert "down:circuit_open" in log_since(mark)
+    assert wait_for(lambda: "down:circuit_open" in log_since(mark), 3)
 
 
 @test

@@ -4,6 +4,7 @@
 #include "tap.h"
 
 #include <stdlib.h>
+#include <sys/ioctl.h>
 
 /* Runs fn with stderr going to a pipe; returns what it wrote (free it). */
 static char *capture(void (*fn)(void), size_t *len)
@@ -48,6 +49,32 @@ static void message(void)
     LOG_ERROR("%s", big);
 }
 
+/* log_hold: what reached stderr before the flush, and after */
+static char held_seen[4096];
+static size_t held_seen_len;
+
+static void peek_stderr(void)
+{
+    /* what the pipe holds so far, without taking it (stderr is the pipe) */
+    int n = 0;
+    ioctl(STDERR_FILENO, FIONREAD, &n);
+    held_seen_len = (size_t)n;
+}
+
+static void held_lines(void)
+{
+    log_hold(true);
+    log_linef("req=1 first");
+    log_linef("req=2 second");
+    peek_stderr();
+    size_t before = held_seen_len;
+    LOG_WARN("urgent"); /* not held, and after what was */
+    peek_stderr();
+    snprintf(held_seen, sizeof(held_seen), "%zu %zu", before, held_seen_len);
+    log_linef("req=3 third");
+    log_hold(false); /* flushes */
+}
+
 int main(void)
 {
     size_t n;
@@ -89,5 +116,15 @@ int main(void)
     ok(!log_json_escape(e, sizeof(e), &k, "\"\"\"\"\"\"\"\"\"\"") && k < sizeof(e),
        "escaping stops at the buffer's end (%zu)", k);
     json_mode = 0;
+    out = capture(held_lines, &n);
+    size_t before = 0, after = 0;
+    sscanf(held_seen, "%zu %zu", &before, &after);
+    const char *l1 = strstr(out, "req=1 first"), *l2 = strstr(out, "req=2 second");
+    const char *w = strstr(out, "urgent"), *l3 = strstr(out, "req=3 third");
+    ok(before == 0, "log_hold: the lines are held (%zu bytes out)", before);
+    ok(after > 0 && l1 != NULL && l2 != NULL && w != NULL && l1 < l2 && l2 < w,
+       "a log_msg line goes at once, after the held ones, in order");
+    ok(l3 != NULL && l3 > w, "log_hold(false) writes what is held");
+    free(out);
     return tap_done();
 }
