@@ -37,12 +37,12 @@ struct loop {
     int wake_fd;
     struct loop_fd *wake;
     struct loop_fd *graveyard;
-    struct loop_fd *first;    /* handled before the rest of a batch (loop_first) */
     struct loop_later *later; /* a doubly linked queue: head and tail */
     struct loop_later *later_tail;
     struct loop_alarm *alarms[MAX_ALARMS];
     size_t nalarms;
     int quit;
+    int batch; /* events in the batch being handled */
 
     pthread_mutex_t mu; /* guards posts */
     struct post *posts;
@@ -154,18 +154,10 @@ uint32_t loop_events(const struct loop_fd *h)
     return h->events;
 }
 
-void loop_first(struct loop *l, struct loop_fd *h)
-{
-    l->first = h;
-}
-
 void loop_del(struct loop *l, struct loop_fd *h)
 {
     if (h == NULL) {
         return;
-    }
-    if (l->first == h) {
-        l->first = NULL;
     }
     /* the fd may already be closed (curl closes its sockets before it says
      * so): then epoll dropped it by itself */
@@ -179,9 +171,6 @@ void loop_del_closing(struct loop *l, struct loop_fd *h)
 {
     if (h == NULL) {
         return;
-    }
-    if (l->first == h) {
-        l->first = NULL;
     }
     h->dead = 1;
     h->next_dead = l->graveyard;
@@ -271,6 +260,11 @@ void loop_post(struct loop *l, void (*fn)(void *arg), void *arg)
     (void)rc; /* EAGAIN: a wake-up is already pending */
 }
 
+int loop_batch(const struct loop *l)
+{
+    return l->batch;
+}
+
 void loop_quit(struct loop *l)
 {
     l->quit = 1;
@@ -326,24 +320,10 @@ void loop_run_once(struct loop *l, int max_ms)
         log_flush();
         return;
     }
-    if (l->first != NULL && n > 0) {
-        /* its event goes first; a full batch may have left it out, so then
-         * it runs anyway (it must cope with nothing to read) */
-        uint32_t fe = 0;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == l->first) {
-                fe = evs[i].events;
-                evs[i].data.ptr = NULL;
-            }
-        }
-        if (fe != 0 || n == (int)ARRAY_LEN(evs)) {
-            l->first->cb(l->first->ud, fe);
-            loop_run_later(l);
-        }
-    }
+    l->batch = n;
     for (int i = 0; i < n; i++) {
         struct loop_fd *h = evs[i].data.ptr;
-        if (h != NULL && !h->dead) {
+        if (!h->dead) {
             h->cb(h->ud, evs[i].events);
             loop_run_later(l);
         }

@@ -36,12 +36,6 @@ uint32_t loop_events(const struct loop_fd *h);
  * of the batch being handled no longer reach its callback. NULL: no-op. */
 void loop_del(struct loop *l, struct loop_fd *h);
 
-/* h's event is handled before every other of the batch it comes in, and h's
- * callback also runs (with events 0) after a batch so full that it may
- * have been left out: what changed before the others' events is then seen
- * by them. One per loop; loop_del ends it. NULL: none. */
-void loop_first(struct loop *l, struct loop_fd *h);
-
 /* Stop watching an fd the caller closes right after: the close takes it out
  * of epoll. Only for an fd whose open file is not shared with another
  * descriptor (no dup, no fork while it is open, no exec without CLOEXEC):
@@ -79,5 +73,7 @@ void loop_run(struct loop *l);
  * alarm is due), handles them and the due alarms. */
 void loop_run_once(struct loop *l, int max_ms);
 void loop_quit(struct loop *l);
+/* How many events the batch being handled holds (1: this one alone). */
+int loop_batch(const struct loop *l);
 
 #endif

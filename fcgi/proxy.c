@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -964,13 +963,6 @@ static void on_tick(void *ud, int64_t now)
     }
 }
 
-static void on_watch(void *ud, uint32_t events)
-{
-    (void)ud;
-    (void)events;
-    snapshot_watch_read();
-}
-
 struct proxy *proxy_new(struct proxy_shared *sh, struct loop *l, int listen_fd)
 {
     struct proxy *px = xcalloc(1, sizeof(*px));
@@ -998,14 +990,6 @@ struct proxy *proxy_new(struct proxy_shared *sh, struct loop *l, int listen_fd)
             proxy_free(px);
             return NULL;
         }
-        /* a request does not stat() the files while no notice came; the
-         * notices are read before the requests that come with them */
-        int wfd = snapshot_watch_start();
-        px->watch_h = wfd >= 0 ? loop_add(l, wfd, EPOLLIN, on_watch, px) : NULL;
-        if (wfd >= 0 && px->watch_h == NULL) {
-            snapshot_watch_stop(); /* no loop would read them: stat every time */
-        }
-        loop_first(l, px->watch_h);
     }
     shared_setup(px);
     return px;
@@ -1021,7 +1005,6 @@ void proxy_free(struct proxy *px)
         ctx->busy = 0;
         do_finish(ctx);
     }
-    loop_del(px->loop, px->watch_h);
     conn_server_free(px->srv);
     upstream_free(px->up);
     shared_teardown(px);

@@ -50,7 +50,6 @@ struct proxy {
     struct request_ctx *active;
     size_t nactive;
     struct loop_alarm tick;
-    struct loop_fd *watch_h; /* the routing and keys files' change notices */
     int draining;
     int64_t drain_at;
     int cgi;

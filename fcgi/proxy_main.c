@@ -190,6 +190,11 @@ int main(int argc, char **argv)
         st = state_private();
     }
     snapshot_set_state(st);
+    if (!cgi) {
+        /* a request reads the files' change notices instead of stat()ing
+         * them (a CGI process loads them once: nothing to watch) */
+        snapshot_watch_start();
+    }
 
     struct proxy_settings set;
     proxy_settings_from_env(&set);

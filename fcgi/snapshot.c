@@ -53,20 +53,26 @@ static uint64_t seen_generation;
 
 /* Change notices (inotify), so that an acquire need not stat() the files:
  * the state directory for files made, renamed or deleted in it, and each
- * file's own inode for a write in place. The stat() runs again only after a
- * notice, a change count, a file that could not be read, or a second since
- * the last (a file system whose notices are lost). All under the lock. */
+ * file's own inode for a write in place. Every acquire reads what notices
+ * came (one read(), EAGAIN when none) before it trusts its snapshot: a
+ * change made before a request was sent had its notice queued by then. The
+ * files are stat()ed again only after a notice, a change count, a file that
+ * could not be read, or a second since the last (a file system whose
+ * notices never come). All under the lock. */
 #define WATCH_RECHECK_US 1000000
-#define WATCH_DIR_EVENTS (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR)
+#define WATCH_DIR_EVENTS                                                                           \
+    (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |         \
+     IN_ONLYDIR)
 #define WATCH_FILE_EVENTS (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF)
 static struct {
     int fd;          /* -1: no notices, every acquire stats */
     int dir_wd;      /* the directory's watch */
     int file_wd[2];  /* the routing file's and the keys file's, -1: none (absent) */
     bool dirty;      /* a notice came since the last stat */
-    bool broken;     /* the directory's watch is gone: stat every time */
+    bool broken;     /* notices cannot be trusted any more: stat every time */
     int64_t checked; /* when the files were last stat()ed */
 } watch = {-1, -1, {-1, -1}, true, false, 0};
+static void watch_close(void);
 
 static struct file_id file_id_of(const struct stat *sb)
 {
@@ -197,6 +203,7 @@ static void forget(struct source *src)
 void snapshot_init(const char *path, struct state *st)
 {
     pthread_mutex_lock(&lock);
+    watch_close(); /* a watch is for the files it began with */
     forget(&routing);
     forget(&keyfile);
     routing.path = xstrdup(path);
@@ -227,11 +234,7 @@ void snapshot_set_state(struct state *st)
 void snapshot_cleanup(void)
 {
     pthread_mutex_lock(&lock);
-    if (watch.fd >= 0) {
-        close(watch.fd);
-    }
-    watch.fd = -1;
-    watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
+    watch_close();
     struct snapshot *old = current;
     current = NULL;
     forget(&routing);
@@ -240,15 +243,47 @@ void snapshot_cleanup(void)
     snapshot_release(old);
 }
 
+static void watch_close(void)
+{
+    if (watch.fd >= 0) {
+        close(watch.fd);
+    }
+    watch.fd = -1;
+    watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
+    watch.broken = false;
+}
+
+/* The notices can no longer be trusted: stat() every time from now on. */
+static void watch_give_up(const char *why, int err)
+{
+    if (!watch.broken) {
+        LOG_WARN("change notices for %s stop (%s%s%s): the files are checked with each request",
+                 routing.path, why, err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
+    }
+    watch.broken = true;
+}
+
 /* The files' own watches, on the inodes the paths name now (a rename put a
- * new one there); under the lock. */
+ * new one there; the old one goes). A file that is a link is changed where
+ * it points, which raises no notice here: then stat() every time. */
 static void watch_files(void)
 {
     struct source *src[2] = {&routing, &keyfile};
-    for (int i = 0; i < 2; i++) {
-        watch.file_wd[i] = src[i]->path != NULL
-                               ? inotify_add_watch(watch.fd, src[i]->path, WATCH_FILE_EVENTS)
-                               : -1;
+    for (int i = 0; i < 2 && !watch.broken; i++) {
+        struct stat sb;
+        if (lstat(src[i]->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+            watch_give_up("a symbolic link", 0);
+            break;
+        }
+        int wd = inotify_add_watch(watch.fd, src[i]->path, WATCH_FILE_EVENTS);
+        if (wd < 0 && errno != ENOENT) {
+            watch_give_up("inotify_add_watch", errno);
+            break;
+        }
+        if (watch.file_wd[i] >= 0 && watch.file_wd[i] != wd) {
+            inotify_rm_watch(watch.fd, watch.file_wd[i]); /* the inode that was there */
+        }
+        watch.file_wd[i] = wd;
     }
 }
 
@@ -256,16 +291,9 @@ int snapshot_watch_start(void)
 {
     pthread_mutex_lock(&lock);
     if (watch.fd >= 0 || routing.path == NULL) {
-        int fd = watch.fd;
+        int rc = watch.fd >= 0 && !watch.broken ? 0 : -1;
         pthread_mutex_unlock(&lock);
-        return fd;
-    }
-    /* a file that is a link is changed where it points: stat it every time */
-    struct stat sb;
-    if ((lstat(routing.path, &sb) == 0 && S_ISLNK(sb.st_mode)) ||
-        (lstat(keyfile.path, &sb) == 0 && S_ISLNK(sb.st_mode))) {
-        pthread_mutex_unlock(&lock);
-        return -1;
+        return rc;
     }
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     char dir[4200] = ".";
@@ -289,8 +317,9 @@ int snapshot_watch_start(void)
     watch.dirty = true; /* what changed before the watch began */
     watch.broken = false;
     watch_files();
+    int rc = watch.broken ? -1 : 0;
     pthread_mutex_unlock(&lock);
-    return fd;
+    return rc;
 }
 
 void snapshot_watch_stop(void)
@@ -313,26 +342,26 @@ static bool watch_concerns(const struct inotify_event *ev)
         return false; /* an inode watched before a rename, now replaced */
     }
     if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
-        watch.broken = true; /* the directory itself went */
+        watch_give_up("the directory was moved or removed", 0);
         return true;
     }
     struct source *src[2] = {&routing, &keyfile};
     for (int i = 0; i < 2; i++) {
-        const char *slash = src[i]->path != NULL ? strrchr(src[i]->path, '/') : NULL;
+        const char *slash = strrchr(src[i]->path, '/');
         const char *base = slash != NULL ? slash + 1 : src[i]->path;
-        if (ev->len > 0 && base != NULL && strcmp(ev->name, base) == 0) {
+        if (ev->len > 0 && strcmp(ev->name, base) == 0) {
             return true;
         }
     }
     return false;
 }
 
-void snapshot_watch_read(void)
+/* Under the lock: reads the notices that came. */
+static void watch_read(void)
 {
     char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    pthread_mutex_lock(&lock);
     for (;;) {
-        ssize_t n = watch.fd >= 0 ? read(watch.fd, b, sizeof(b)) : -1;
+        ssize_t n = read(watch.fd, b, sizeof(b));
         if (n <= 0) {
             break; /* EAGAIN: all read */
         }
@@ -344,25 +373,17 @@ void snapshot_watch_read(void)
             p += sizeof(*ev) + ev->len;
         }
     }
-    pthread_mutex_unlock(&lock);
 }
 
-/* Under the lock: may the snapshot be served without a stat()? Else the
- * stat() that follows is recorded as the last. */
-static bool unchanged(uint64_t gen)
+/* Under the lock: may the snapshot be served without a stat()? */
+static bool unchanged(uint64_t gen, int64_t now)
 {
-    int64_t now = now_us();
-    if (watch.fd >= 0 && !watch.broken && !watch.dirty && current != NULL &&
-        gen == seen_generation && routing.failing == 0 && keyfile.failing == 0 &&
-        now - watch.checked < WATCH_RECHECK_US) {
-        return true;
+    if (watch.fd < 0 || watch.broken || current == NULL) {
+        return false;
     }
-    if (watch.fd >= 0) {
-        watch.dirty = false; /* a notice from here on is after our stat() */
-        watch.checked = now;
-        watch_files();
-    }
-    return false;
+    watch_read();
+    return !watch.broken && !watch.dirty && gen == seen_generation && routing.failing == 0 &&
+           keyfile.failing == 0 && now - watch.checked < WATCH_RECHECK_US;
 }
 
 struct snapshot *snapshot_acquire(void)
@@ -370,17 +391,28 @@ struct snapshot *snapshot_acquire(void)
     /* the counter first: a change counted before our stat() is then seen */
     uint64_t gen =
         shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
+    int64_t now = now_us();
     pthread_mutex_lock(&lock);
-    if (unchanged(gen)) {
+    if (unchanged(gen, now)) {
         struct snapshot *s = current;
         __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&lock);
         return s;
     }
-    pthread_mutex_unlock(&lock);
+    if (watch.fd >= 0 && !watch.broken) {
+        /* the stat()s below see every change whose notice was read; one that
+         * comes later is a notice the next acquire reads. A rename may have
+         * put a new inode at a path: its watch moves there first. */
+        if (watch.dirty) {
+            watch_files();
+        }
+        watch.dirty = false;
+        watch.checked = now;
+    }
+    /* under the lock: another thread's acquire waits for this one's reload
+     * rather than trust a notice this one took */
     struct file_id rnow = stat_id(routing.path);
     struct file_id know = stat_id(keyfile.path);
-    pthread_mutex_lock(&lock);
     if (current == NULL) {
         current = xcalloc(1, sizeof(*current));
         current->refs = 1;

@@ -31,23 +31,18 @@ void snapshot_set_state(struct state *st);
 void snapshot_cleanup(void);
 
 /* The current snapshot, reloaded first if the file changed on disk (one
- * shared-counter read per call, and a stat() of each file unless change
- * notices are on and none came). Never NULL. Give it back with
+ * shared-counter read per call, and one read() of the change notices, or a
+ * stat() of each file when there are none). Never NULL. Give it back with
  * snapshot_release. */
 struct snapshot *snapshot_acquire(void);
 void snapshot_release(struct snapshot *s);
 
-/* Change notices (inotify) for a long-running process: the fd to watch for
- * reading (the same one for every caller), or -1 when there are none (the
- * files are then stat()ed by every acquire). Once it is on, an acquire
- * trusts that every notice of a change made before it began was read with
- * snapshot_watch_read first: whoever polls the fd reads it before anything
- * else that came in the same batch of events (loop_first). */
+/* Change notices (inotify) for a long-running process: from now on an
+ * acquire reads them (one read() when none came) instead of stat()ing the
+ * files. 0, or -1 when there are none (then every acquire stat()s, as a
+ * CGI process does). */
 int snapshot_watch_start(void);
-/* Reads the notices that came (the fd is readable, or may be). */
-void snapshot_watch_read(void);
-/* The notices are no longer trusted (a loop cannot read them): every
- * acquire stat()s the files again. */
+/* The notices are no longer trusted: every acquire stat()s the files again. */
 void snapshot_watch_stop(void);
 
 #endif

@@ -1,6 +1,6 @@
 /* test_loop.c - unit tests of loop.c's deferred work (loop_later): it runs
  * after the callback that queued it, once, in order; cancel, re-queue and a
- * later that cancels another behave; and loop_first's order */
+ * later that cancels another behave */
 /* SPDX-License-Identifier: MIT */
 #include "../../fcgi/loop.c"
 #include "tap.h"
@@ -56,83 +56,8 @@ static void on_ready(void *ud, uint32_t ev)
     }
 }
 
-/* loop_first: whose callback ran, in order */
-static int first_log[8];
-static int first_n;
-static uint32_t first_events;
-
-static void on_mark(void *ud, uint32_t ev)
-{
-    int id = (int)(intptr_t)ud;
-    if (id == 1) {
-        first_events = ev;
-    }
-    if (first_n < 8) {
-        first_log[first_n++] = id;
-    }
-}
-
-static void on_many(void *ud, uint32_t ev)
-{
-    (void)ud;
-    (void)ev;
-}
-
-/* The first handle's event is handled before the rest of its batch, and its
- * callback runs after a full batch even when it was not ready. */
-static void test_first(void)
-{
-    struct loop *l = loop_new();
-    int a[2], f[2];
-    ok(pipe(a) == 0 && pipe(f) == 0, "two pipes");
-    struct loop_fd *ha = loop_add(l, a[0], EPOLLIN, on_mark, (void *)(intptr_t)2);
-    struct loop_fd *hf = loop_add(l, f[0], EPOLLIN, on_mark, (void *)(intptr_t)1);
-    loop_first(l, hf);
-    ok(write(a[1], "x", 1) == 1, "the other ready first");
-    ok(write(f[1], "x", 1) == 1, "then the first");
-    first_n = 0;
-    loop_run_once(l, 0);
-    ok(first_n == 2 && first_log[0] == 1 && first_log[1] == 2,
-       "loop_first: its event is handled before the one that came before it");
-    char c;
-    ok(read(f[0], &c, 1) == 1, "drained");
-    first_n = 0;
-    loop_run_once(l, 0);
-    ok(first_n == 1 && first_log[0] == 2, "not ready, batch not full: not called");
-
-    /* more ready than one batch holds: called with no events */
-    enum { MANY = 300 };
-    int many[MANY][2];
-    struct loop_fd *hm[MANY];
-    for (int i = 0; i < MANY; i++) {
-        if (pipe(many[i]) != 0 || write(many[i][1], "x", 1) != 1) {
-            break;
-        }
-        hm[i] = loop_add(l, many[i][0], EPOLLIN, on_many, NULL);
-    }
-    first_n = 0;
-    first_events = 99;
-    loop_run_once(l, 0);
-    ok(first_n >= 1 && first_log[0] == 1 && first_events == 0,
-       "a full batch: the first runs anyway, with no events");
-    for (int i = 0; i < MANY; i++) {
-        loop_del(l, hm[i]);
-        close(many[i][0]);
-        close(many[i][1]);
-    }
-    loop_del(l, hf);
-    ok(l->first == NULL, "loop_del ends loop_first");
-    loop_del(l, ha);
-    close(a[0]);
-    close(a[1]);
-    close(f[0]);
-    close(f[1]);
-    loop_free(l);
-}
-
 int main(void)
 {
-    test_first();
     struct loop *l = loop_new();
     ok(l != NULL, "a loop");
     int p[2];

@@ -29,6 +29,21 @@ static const char *first_backend(struct snapshot *s)
 #define MODEL(b)                                                                                   \
     "{\"Models\":{\"m\":{\"Backends\":[{\"Name\":\"" b "\",\"BaseUrl\":\"http://h\"}]}}}"
 
+struct race {
+    int started;
+    char got[16];
+};
+
+static void *racer(void *arg)
+{
+    struct race *r = arg;
+    __atomic_store_n(&r->started, 1, __ATOMIC_RELEASE);
+    struct snapshot *s = snapshot_acquire();
+    snprintf(r->got, sizeof(r->got), "%s", first_backend(s));
+    snapshot_release(s);
+    return NULL;
+}
+
 /* ns per acquire and release of an unchanged snapshot */
 static double check_cost(void)
 {
@@ -118,28 +133,24 @@ int main(void)
     ok(s->keys == NULL, "a deleted keys file: keyless again");
     snapshot_release(s);
 
-    /* change notices: no stat() while none came, every change seen once read */
+    /* change notices: every change seen by the next acquire, with no stat()
+     * while none came */
     write_file(MODEL("w1"));
-    ok(snapshot_watch_start() >= 0, "change notices start");
-    ok(snapshot_watch_start() == watch.fd, "one watch for every caller");
+    if (snapshot_watch_start() != 0) {
+        printf("# no inotify here: the notice checks are skipped\n");
+        return tap_done();
+    }
+    ok(snapshot_watch_start() == 0, "started once for every caller");
     s = snapshot_acquire();
     ok(strcmp(first_backend(s), "w1") == 0, "what changed before the watch began is seen");
     snapshot_release(s);
-    snapshot_watch_read();
-    s = snapshot_acquire(); /* a stat() now would load w2; no notice was read */
-    snapshot_release(s);
     write_file(MODEL("w2"));
     s = snapshot_acquire();
-    ok(strcmp(first_backend(s), "w1") == 0, "no notice read: the files are not stat()ed");
-    snapshot_release(s);
-    snapshot_watch_read();
-    s = snapshot_acquire();
-    ok(strcmp(first_backend(s), "w2") == 0, "a rename into place is seen once its notice is read");
+    ok(strcmp(first_backend(s), "w2") == 0, "a rename into place is seen by the next acquire");
     snapshot_release(s);
     f = fopen(path, "r+");
     fputs(MODEL("w3"), f); /* in place, same size */
     fclose(f);
-    snapshot_watch_read();
     s = snapshot_acquire();
     ok(strcmp(first_backend(s), "w3") == 0, "a write in place is seen");
     snapshot_release(s);
@@ -148,40 +159,70 @@ int main(void)
           "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"}]}",
           kf);
     fclose(kf);
-    snapshot_watch_read();
     s = snapshot_acquire();
     ok(s->keys != NULL && s->keys->n == 1, "a keys file made is seen");
     snapshot_release(s);
     unlink(kpath);
-    snapshot_watch_read();
     s = snapshot_acquire();
     ok(s->keys == NULL, "a keys file deleted is seen");
+    snapshot_release(s);
+    /* no notice, no stat(): a change the notices cannot show (the identity
+     * forged back, and the notice taken away) is not seen within the second */
+    write_file(MODEL("w4"));
+    pthread_mutex_lock(&lock);
+    watch_read(); /* taken: this acquire would not know */
+    watch.dirty = false;
+    watch.checked = now_us();
+    pthread_mutex_unlock(&lock);
+    s = snapshot_acquire();
+    ok(strcmp(first_backend(s), "w3") == 0, "no notice: the files are not stat()ed");
+    snapshot_release(s);
+    watch.checked -= WATCH_RECHECK_US; /* a second went by */
+    s = snapshot_acquire();
+    ok(strcmp(first_backend(s), "w4") == 0, "a lost notice is made up for within a second");
     snapshot_release(s);
     char other[600];
     snprintf(other, sizeof(other), "%s/usage.db-wal", dir);
     kf = fopen(other, "w");
     fclose(kf);
     unlink(other);
-    snapshot_watch_read();
+    pthread_mutex_lock(&lock);
+    watch_read();
+    pthread_mutex_unlock(&lock);
     ok(!watch.dirty, "a notice about another file in the directory is no change");
     state_next(st, STATE_NS_META, STATE_CONFIG_GENERATION, NULL);
-    write_file(MODEL("w4"));
-    s = snapshot_acquire(); /* the notice is not read: the counter alone */
-    ok(strcmp(first_backend(s), "w4") == 0, "the change counter is seen without a notice");
-    snapshot_release(s);
-    snapshot_watch_read();
     write_file(MODEL("w5"));
-    watch.checked -= WATCH_RECHECK_US; /* a second went by */
+    pthread_mutex_lock(&lock);
+    watch_read();
+    watch.dirty = false; /* the counter alone */
+    pthread_mutex_unlock(&lock);
     s = snapshot_acquire();
-    ok(strcmp(first_backend(s), "w5") == 0, "a lost notice is made up for within a second");
+    ok(strcmp(first_backend(s), "w5") == 0, "the change counter is seen without a notice");
     snapshot_release(s);
-    snapshot_watch_read();
+
+    /* two threads: one takes the notice and reloads; the other, asking while
+     * it does, waits and gets the new config (never the old) */
+    write_file(MODEL("w6"));
+    struct race r = {0};
+    pthread_t t;
+    pthread_mutex_lock(&lock); /* both threads meet at the lock */
+    pthread_create(&t, NULL, racer, &r);
+    while (!__atomic_load_n(&r.started, __ATOMIC_ACQUIRE)) {
+        usleep(1000);
+    }
+    usleep(20000);
+    pthread_mutex_unlock(&lock);
+    s = snapshot_acquire();
+    pthread_join(t, NULL);
+    ok(strcmp(first_backend(s), "w6") == 0 && strcmp(r.got, "w6") == 0,
+       "two threads at once both see the change (%s, %s)", first_backend(s), r.got);
+    snapshot_release(s);
 
     /* what the check costs on the hot path: with notices, and without */
     double ns = check_cost();
     printf("# snapshot_acquire+release with no change, change notices on: %.0f ns per request\n",
            ns);
-    ok(ns < 20000, "the change check is cheap (%.0f ns)", ns);
+    ok(ns < 100000, "the change check is cheap (%.0f ns; a reload costs far more)", ns);
 
     snapshot_watch_stop();
     write_file(MODEL("w6"));
@@ -192,7 +233,7 @@ int main(void)
     printf("# snapshot_acquire+release with no change, a stat() of each file: %.0f ns per "
            "request\n",
            ns);
-    ok(ns < 20000, "the stat() check is cheap too (%.0f ns)", ns);
+    ok(ns < 100000, "the stat() check is cheap too (%.0f ns)", ns);
 
     /* a routing file that is a link: edits of its target raise no notice here */
     snapshot_cleanup();
@@ -205,6 +246,9 @@ int main(void)
     ok(symlink(target, path) == 0, "routing file made a link");
     snapshot_init(path, st);
     ok(snapshot_watch_start() == -1, "no notices for a linked file: stat() every time");
+    s = snapshot_acquire();
+    ok(strcmp(first_backend(s), "t1") == 0, "a linked file is loaded");
+    snapshot_release(s);
     snapshot_cleanup();
     unlink(target);
 
