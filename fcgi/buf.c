@@ -2,6 +2,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "buf.h"
+#include "log.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 
 static void oom(size_t n)
 {
+    log_flush(); /* this thread's held lines first */
     fprintf(stderr, "llmproxy: out of memory allocating %zu bytes\n", n);
     abort();
 }

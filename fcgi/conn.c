@@ -650,13 +650,13 @@ static void on_listen(void *ud, uint32_t events)
         /* the web server writes its request as it connects: read it now
          * rather than after one more epoll_wait */
         on_io(c, EPOLLIN);
-        /* A loop with nothing else to do takes one connection per event:
-         * the watch is level-triggered, so one more waiting brings the event
-         * back at the next epoll_wait, and a request that comes alone costs
-         * no failed accept4. A busy loop (this event came with others, up to
-         * a full batch) takes up to 32 now: the listen socket may be handed
-         * to it only once in several batches. */
-        if (loop_batch(s->loop) <= 1) {
+        /* One connection per event: the watch is level-triggered, so one
+         * more waiting brings the event back at the next epoll_wait (or
+         * wakes another loop), and a request that comes alone costs no
+         * failed accept4. After a full batch, with more ready than one batch
+         * holds, the listen socket may come round only once in several:
+         * then up to 32 now. */
+        if (!loop_batch_full(s->loop)) {
             return;
         }
         loop_run_later(s->loop); /* what it queued goes out before the next */

@@ -14,10 +14,10 @@ void log_line(const char *text, size_t len);
 /* The same from a format; a line longer than 8 KiB is cut there. */
 void log_linef(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* While on (a loop's thread: loop_run), this thread's lines other than
+/* While on (a responder loop's thread), this thread's lines other than
  * log_msg's are held and written together by log_flush, which the loop calls
- * at the end of each turn: a request's summary leaves after its answer.
- * Off flushes. */
+ * at the end of each turn: a request's summary leaves after its answer (a
+ * crash or _exit mid-turn loses at most that turn's lines). Off flushes. */
 void log_hold(bool on);
 void log_flush(void);
 

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #define MAX_ALARMS 8
+/* Events taken from epoll_wait at once. */
+#define LOOP_BATCH 256
 
 /* What an epoll event points at. A deleted watch is not freed while the
  * batch of events being handled may still name it: it is marked dead and
@@ -260,9 +262,9 @@ void loop_post(struct loop *l, void (*fn)(void *arg), void *arg)
     (void)rc; /* EAGAIN: a wake-up is already pending */
 }
 
-int loop_batch(const struct loop *l)
+bool loop_batch_full(const struct loop *l)
 {
-    return l->batch;
+    return l->batch == LOOP_BATCH;
 }
 
 void loop_quit(struct loop *l)
@@ -307,7 +309,7 @@ static void run_alarms(struct loop *l, int64_t now)
 
 void loop_run_once(struct loop *l, int max_ms)
 {
-    struct epoll_event evs[256];
+    struct epoll_event evs[LOOP_BATCH];
     int ms = wait_ms(l, now_us());
     if (max_ms >= 0 && (ms < 0 || ms > max_ms)) {
         ms = max_ms;
@@ -331,14 +333,12 @@ void loop_run_once(struct loop *l, int max_ms)
     run_alarms(l, now_us());
     loop_run_later(l);
     free_graveyard(l);
-    log_flush(); /* the turn's log lines, after what it sent */
+    log_flush(); /* the turn's held log lines (log_hold), after what it sent */
 }
 
 void loop_run(struct loop *l)
 {
-    log_hold(true);
     while (!l->quit) {
         loop_run_once(l, -1);
     }
-    log_hold(false);
 }

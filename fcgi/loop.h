@@ -3,6 +3,7 @@
 #ifndef LLMPROXY_LOOP_H
 #define LLMPROXY_LOOP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Everything runs on the thread that calls loop_run, except loop_post and
@@ -73,7 +74,7 @@ void loop_run(struct loop *l);
  * alarm is due), handles them and the due alarms. */
 void loop_run_once(struct loop *l, int max_ms);
 void loop_quit(struct loop *l);
-/* How many events the batch being handled holds (1: this one alone). */
-int loop_batch(const struct loop *l);
+/* The batch being handled is as large as one can be: more may be ready. */
+bool loop_batch_full(const struct loop *l);
 
 #endif

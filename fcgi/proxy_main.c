@@ -39,9 +39,17 @@ struct app {
     long drain_ms;
 };
 
+/* A responder loop's request lines leave after their answers (log_hold). */
+static void run_loop(struct loop *l)
+{
+    log_hold(true);
+    loop_run(l);
+    log_hold(false);
+}
+
 static void *loop_thread(void *arg)
 {
-    loop_run(arg);
+    run_loop(arg);
     return NULL;
 }
 
@@ -261,7 +269,7 @@ int main(int argc, char **argv)
     if (!cgi) {
         LOG_INFO("llmproxy %s ready: %zu loops, state dir %s", LLMPROXY_VERSION, app.nloops, dir);
     }
-    loop_run(app.loops[0]);
+    run_loop(app.loops[0]);
     for (size_t i = 1; i < app.nloops; i++) {
         pthread_join(tids[i], NULL);
     }

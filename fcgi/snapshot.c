@@ -69,9 +69,10 @@ static struct {
     int dir_wd;      /* the directory's watch */
     int file_wd[2];  /* the routing file's and the keys file's, -1: none (absent) */
     bool dirty;      /* a notice came since the last stat */
+    bool noticed[2]; /* which file it named: reread, whatever its stat() says */
     bool broken;     /* notices cannot be trusted any more: stat every time */
     int64_t checked; /* when the files were last stat()ed */
-} watch = {-1, -1, {-1, -1}, true, false, 0};
+} watch = {-1, -1, {-1, -1}, true, {false, false}, false, 0};
 static void watch_close(void);
 
 static struct file_id file_id_of(const struct stat *sb)
@@ -253,13 +254,19 @@ static void watch_close(void)
     watch.broken = false;
 }
 
-/* The notices can no longer be trusted: stat() every time from now on. */
+/* The notices can no longer be trusted: stat() every time from now on (the
+ * fd is closed, so no notice piles up unread in the kernel). */
 static void watch_give_up(const char *why, int err)
 {
     if (!watch.broken) {
         LOG_WARN("change notices for %s stop (%s%s%s): the files are checked with each request",
                  routing.path, why, err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
     }
+    if (watch.fd >= 0) {
+        close(watch.fd);
+    }
+    watch.fd = -1;
+    watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
     watch.broken = true;
 }
 
@@ -290,7 +297,7 @@ static void watch_files(void)
 int snapshot_watch_start(void)
 {
     pthread_mutex_lock(&lock);
-    if (watch.fd >= 0 || routing.path == NULL) {
+    if (watch.fd >= 0 || watch.broken || routing.path == NULL) {
         int rc = watch.fd >= 0 && !watch.broken ? 0 : -1;
         pthread_mutex_unlock(&lock);
         return rc;
@@ -322,54 +329,47 @@ int snapshot_watch_start(void)
     return rc;
 }
 
-void snapshot_watch_stop(void)
+/* Marks the files a notice is about (noticed, dirty). */
+static void watch_note(const struct inotify_event *ev)
 {
-    pthread_mutex_lock(&lock);
-    watch.broken = true;
-    pthread_mutex_unlock(&lock);
-}
-
-/* Is the notice about one of our files? */
-static bool watch_concerns(const struct inotify_event *ev)
-{
+    bool hit[2] = {false, false};
     if (ev->mask & IN_Q_OVERFLOW) {
-        return true; /* notices were lost */
-    }
-    if (ev->wd == watch.file_wd[0] || ev->wd == watch.file_wd[1]) {
-        return true;
-    }
-    if (ev->wd != watch.dir_wd) {
-        return false; /* an inode watched before a rename, now replaced */
-    }
-    if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
+        hit[0] = hit[1] = true; /* notices were lost */
+    } else if (ev->wd == watch.file_wd[0] || ev->wd == watch.file_wd[1]) {
+        hit[ev->wd == watch.file_wd[0] ? 0 : 1] = true;
+    } else if (ev->wd != watch.dir_wd) {
+        return; /* an inode watched before a rename, now replaced */
+    } else if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
         watch_give_up("the directory was moved or removed", 0);
-        return true;
-    }
-    struct source *src[2] = {&routing, &keyfile};
-    for (int i = 0; i < 2; i++) {
-        const char *slash = strrchr(src[i]->path, '/');
-        const char *base = slash != NULL ? slash + 1 : src[i]->path;
-        if (ev->len > 0 && strcmp(ev->name, base) == 0) {
-            return true;
+        hit[0] = hit[1] = true;
+    } else {
+        struct source *src[2] = {&routing, &keyfile};
+        for (int i = 0; i < 2; i++) {
+            const char *slash = strrchr(src[i]->path, '/');
+            const char *base = slash != NULL ? slash + 1 : src[i]->path;
+            hit[i] = ev->len > 0 && strcmp(ev->name, base) == 0;
         }
     }
-    return false;
+    for (int i = 0; i < 2; i++) {
+        if (hit[i]) {
+            watch.noticed[i] = true;
+            watch.dirty = true;
+        }
+    }
 }
 
 /* Under the lock: reads the notices that came. */
 static void watch_read(void)
 {
     char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (;;) {
+    while (watch.fd >= 0) {
         ssize_t n = read(watch.fd, b, sizeof(b));
         if (n <= 0) {
             break; /* EAGAIN: all read */
         }
         for (char *p = b; p < b + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
-            if (watch_concerns(ev)) {
-                watch.dirty = true;
-            }
+            watch_note(ev);
             p += sizeof(*ev) + ev->len;
         }
     }
@@ -382,7 +382,7 @@ static bool unchanged(uint64_t gen, int64_t now)
         return false;
     }
     watch_read();
-    return !watch.broken && !watch.dirty && gen == seen_generation && routing.failing == 0 &&
+    return !watch.broken && !watch.dirty && gen <= seen_generation && routing.failing == 0 &&
            keyfile.failing == 0 && now - watch.checked < WATCH_RECHECK_US;
 }
 
@@ -399,13 +399,22 @@ struct snapshot *snapshot_acquire(void)
         pthread_mutex_unlock(&lock);
         return s;
     }
+    bool noticed[2] = {false, false};
+    /* here only because a second went by: a change found now came without
+     * its notice (a file system that sends none): notices are given up */
+    bool timed = false;
     if (watch.fd >= 0 && !watch.broken) {
         /* the stat()s below see every change whose notice was read; one that
          * comes later is a notice the next acquire reads. A rename may have
          * put a new inode at a path: its watch moves there first. */
+        timed = !watch.dirty && current != NULL && gen <= seen_generation && routing.failing == 0 &&
+                keyfile.failing == 0;
         if (watch.dirty) {
             watch_files();
         }
+        noticed[0] = watch.noticed[0];
+        noticed[1] = watch.noticed[1];
+        watch.noticed[0] = watch.noticed[1] = false;
         watch.dirty = false;
         watch.checked = now;
     }
@@ -419,9 +428,21 @@ struct snapshot *snapshot_acquire(void)
     }
     bool rchanged = routing.path != NULL && !same_id(&rnow, &routing.seen);
     bool kchanged = keyfile.path != NULL && !same_id(&know, &keyfile.seen);
-    if (rchanged || kchanged || (routing.path != NULL && gen != seen_generation)) {
-        bool all = gen != seen_generation; /* a change stat() may not show */
-        seen_generation = gen;
+    if (timed && (rchanged || kchanged)) {
+        watch_give_up("a change came without its notice", 0);
+    }
+    /* a notice rereads its file even when the stat() shows no change (an
+     * edit in place of the same size within the clock's tick) */
+    rchanged = rchanged || noticed[0];
+    kchanged = kchanged || noticed[1];
+    /* the counter only grows: a thread that read it before another's reload
+     * has nothing newer to load */
+    bool counted = routing.path != NULL && gen > seen_generation;
+    if (rchanged || kchanged || counted) {
+        bool all = counted; /* a change stat() may not show */
+        if (counted) {
+            seen_generation = gen;
+        }
         /* the identity is recorded even when the new file is bad, so a bad
          * file is reported once, not per request */
         if (rchanged || all) {

@@ -42,7 +42,5 @@ void snapshot_release(struct snapshot *s);
  * files. 0, or -1 when there are none (then every acquire stat()s, as a
  * CGI process does). */
 int snapshot_watch_start(void);
-/* The notices are no longer trusted: every acquire stat()s the files again. */
-void snapshot_watch_stop(void);
 
 #endif

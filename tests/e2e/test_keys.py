@@ -190,8 +190,11 @@ def rpm_holds_across_processes_with_headers():
             # as OpenAI does, a refusal says the key's limits too
             assert r.headers["x-ratelimit-limit-requests"] == ["6"], r.headers
             assert r.headers["x-ratelimit-remaining-requests"] == ["0"], r.headers
-        pids = set(re.findall(r"llmproxy\[(\d+)\] req=\S+ /chat/completions model=m ",
-                              Env.server.log()[-20000:]))
+        def lines():
+            return re.findall(r"llmproxy\[(\d+)\] req=\S+ /chat/completions model=m ",
+                              Env.server.log()[-20000:])
+        wait_for(lambda: len(lines()) >= 12, 3)  # each written just after its answer
+        pids = set(lines())
         assert len(pids) >= min(2, Env.server.procs), pids
         r = ok[0]
         assert r.headers["x-ratelimit-limit-requests"] == ["6"], r.headers

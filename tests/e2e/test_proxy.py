@@ -54,6 +54,20 @@ def requests_for(prefix):
     return [e for e in Env.up.requests() if e["spec"].startswith(prefix)]
 
 
+def log_mark(srv):
+    """Where the log ends once it is quiet: a request's line is written just after
+    its answer, so the line of one answered a moment ago may still be on its way."""
+    last = len(srv.log())
+    end = time.time() + 2
+    while time.time() < end:
+        time.sleep(0.05)
+        now = len(srv.log())
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def wait_for(cond, timeout=5.0):
     end = time.time() + timeout
     while time.time() < end:

@@ -14,7 +14,7 @@ import threading
 import time
 
 from harness import ROOT, backend, chat, fetch, open_request, raw_post, request, write_routing
-from test_proxy import Env, U, requests_for, run_parallel, served_by, test, wait_for
+from test_proxy import Env, U, log_mark, requests_for, run_parallel, served_by, test, wait_for
 
 
 def rss_kib(pid):
@@ -366,7 +366,7 @@ def clients_leaving_mid_stream_are_not_backend_failures():
     import struct
     Env.routing({"m": {"Strategy": "Failover", "Backends": [
         backend("a", U("name=leaver+endless=1+gap=5")), backend("b", U("name=leaver-b"))]}})
-    mark = len(Env.server.log())
+    mark = log_mark(Env.server)
     for _ in range(12):
         sock = open_request(Env.port(), "POST", "/v1/chat/completions",
                             {"model": "m", "stream": True, "messages": []})

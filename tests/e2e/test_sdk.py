@@ -12,7 +12,7 @@ import time
 from harness import ROOT, backend, fetch
 from test_admin import token
 from test_keys import kadmin, keyed, make, usage_rows
-from test_proxy import Env, U, requests_for, test, wait_for
+from test_proxy import Env, U, log_mark, requests_for, test, wait_for
 
 E2E = os.path.join(ROOT, "tests", "e2e")
 SCRIPT = os.path.join(E2E, "sdk_openai.mjs")
@@ -122,7 +122,7 @@ def sdk_budget_spent_429_not_retried():
     with keyed():
         k = make(Name="sdk-budget", BudgetTokens=10)["Key"]
         Env.up.reset()
-        mark = len(Env.server.log())
+        mark = log_mark(Env.server)
         t0 = time.time()
         sdk(["budget"], key=k)  # one request spends it, the next is refused and not retried
         took = time.time() - t0
