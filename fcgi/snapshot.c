@@ -70,9 +70,10 @@ static struct {
     int file_wd[2];  /* the routing file's and the keys file's, -1: none (absent) */
     bool dirty;      /* a notice came since the last stat */
     bool noticed[2]; /* which file it named: reread, whatever its stat() says */
+    bool suspect[2]; /* changed with no notice yet: none for a second, give up */
     bool broken;     /* notices cannot be trusted any more: stat every time */
     int64_t checked; /* when the files were last stat()ed */
-} watch = {-1, -1, {-1, -1}, true, {false, false}, false, 0};
+} watch = {-1, -1, {-1, -1}, true, {false, false}, {false, false}, false, 0};
 static void watch_close(void);
 
 static struct file_id file_id_of(const struct stat *sb)
@@ -252,6 +253,8 @@ static void watch_close(void)
     watch.fd = -1;
     watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
     watch.broken = false;
+    watch.dirty = true;
+    watch.noticed[0] = watch.noticed[1] = watch.suspect[0] = watch.suspect[1] = false;
 }
 
 /* The notices can no longer be trusted: stat() every time from now on (the
@@ -353,6 +356,7 @@ static void watch_note(const struct inotify_event *ev)
     for (int i = 0; i < 2; i++) {
         if (hit[i]) {
             watch.noticed[i] = true;
+            watch.suspect[i] = false; /* its notice came */
             watch.dirty = true;
         }
     }
@@ -382,17 +386,18 @@ static bool unchanged(uint64_t gen, int64_t now)
         return false;
     }
     watch_read();
-    return !watch.broken && !watch.dirty && gen <= seen_generation && routing.failing == 0 &&
+    return !watch.broken && !watch.dirty && gen == seen_generation && routing.failing == 0 &&
            keyfile.failing == 0 && now - watch.checked < WATCH_RECHECK_US;
 }
 
 struct snapshot *snapshot_acquire(void)
 {
-    /* the counter first: a change counted before our stat() is then seen */
-    uint64_t gen =
-        shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
     int64_t now = now_us();
     pthread_mutex_lock(&lock);
+    /* the counter first (a change counted before our stat() is then seen),
+     * under the lock: no thread holds an older value than the last reload's */
+    uint64_t gen =
+        shared != NULL ? state_peek(shared, STATE_NS_META, STATE_CONFIG_GENERATION, NULL) : 0;
     if (unchanged(gen, now)) {
         struct snapshot *s = current;
         __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
@@ -400,15 +405,20 @@ struct snapshot *snapshot_acquire(void)
         return s;
     }
     bool noticed[2] = {false, false};
-    /* here only because a second went by: a change found now came without
-     * its notice (a file system that sends none): notices are given up */
+    /* here only because a second went by: a change found now has no notice
+     * read yet. It may be on its way (the change was being made), so it is
+     * suspect; still without one at the next second's check, the notices
+     * are given up (a file system that sends none). */
     bool timed = false;
     if (watch.fd >= 0 && !watch.broken) {
         /* the stat()s below see every change whose notice was read; one that
          * comes later is a notice the next acquire reads. A rename may have
          * put a new inode at a path: its watch moves there first. */
-        timed = !watch.dirty && current != NULL && gen <= seen_generation && routing.failing == 0 &&
+        timed = !watch.dirty && current != NULL && gen == seen_generation && routing.failing == 0 &&
                 keyfile.failing == 0;
+        if (timed && (watch.suspect[0] || watch.suspect[1])) {
+            watch_give_up("a change came without its notice", 0);
+        }
         if (watch.dirty) {
             watch_files();
         }
@@ -428,21 +438,18 @@ struct snapshot *snapshot_acquire(void)
     }
     bool rchanged = routing.path != NULL && !same_id(&rnow, &routing.seen);
     bool kchanged = keyfile.path != NULL && !same_id(&know, &keyfile.seen);
-    if (timed && (rchanged || kchanged)) {
-        watch_give_up("a change came without its notice", 0);
+    if (timed && !watch.broken) {
+        watch.suspect[0] = rchanged;
+        watch.suspect[1] = kchanged;
     }
     /* a notice rereads its file even when the stat() shows no change (an
      * edit in place of the same size within the clock's tick) */
     rchanged = rchanged || noticed[0];
     kchanged = kchanged || noticed[1];
-    /* the counter only grows: a thread that read it before another's reload
-     * has nothing newer to load */
-    bool counted = routing.path != NULL && gen > seen_generation;
+    bool counted = routing.path != NULL && gen != seen_generation;
     if (rchanged || kchanged || counted) {
         bool all = counted; /* a change stat() may not show */
-        if (counted) {
-            seen_generation = gen;
-        }
+        seen_generation = gen;
         /* the identity is recorded even when the new file is bad, so a bad
          * file is reported once, not per request */
         if (rchanged || all) {
