@@ -71,7 +71,7 @@ static struct {
     bool dirty;      /* a notice came since the last stat */
     bool noticed[2]; /* which file it named: reread, whatever its stat() says */
     bool suspect[2]; /* changed with no notice yet: none for a second, give up */
-    bool broken;     /* notices cannot be trusted any more: stat every time */
+    bool broken;     /* given up (fd closed): stat every time, never start again */
     int64_t checked; /* when the files were last stat()ed */
 } watch = {-1, -1, {-1, -1}, true, {false, false}, {false, false}, false, 0};
 static void watch_close(void);
@@ -245,13 +245,18 @@ void snapshot_cleanup(void)
     snapshot_release(old);
 }
 
-static void watch_close(void)
+static void watch_drop_fd(void)
 {
     if (watch.fd >= 0) {
         close(watch.fd);
     }
     watch.fd = -1;
     watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
+}
+
+static void watch_close(void)
+{
+    watch_drop_fd();
     watch.broken = false;
     watch.dirty = true;
     watch.noticed[0] = watch.noticed[1] = watch.suspect[0] = watch.suspect[1] = false;
@@ -265,11 +270,7 @@ static void watch_give_up(const char *why, int err)
         LOG_WARN("change notices for %s stop (%s%s%s): the files are checked with each request",
                  routing.path, why, err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
     }
-    if (watch.fd >= 0) {
-        close(watch.fd);
-    }
-    watch.fd = -1;
-    watch.dir_wd = watch.file_wd[0] = watch.file_wd[1] = -1;
+    watch_drop_fd();
     watch.broken = true;
 }
 
@@ -279,7 +280,7 @@ static void watch_give_up(const char *why, int err)
 static void watch_files(void)
 {
     struct source *src[2] = {&routing, &keyfile};
-    for (int i = 0; i < 2 && !watch.broken; i++) {
+    for (int i = 0; i < 2 && watch.fd >= 0; i++) {
         struct stat sb;
         if (lstat(src[i]->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
             watch_give_up("a symbolic link", 0);
@@ -301,7 +302,7 @@ int snapshot_watch_start(void)
 {
     pthread_mutex_lock(&lock);
     if (watch.fd >= 0 || watch.broken || routing.path == NULL) {
-        int rc = watch.fd >= 0 && !watch.broken ? 0 : -1;
+        int rc = watch.fd >= 0 ? 0 : -1;
         pthread_mutex_unlock(&lock);
         return rc;
     }
@@ -327,7 +328,7 @@ int snapshot_watch_start(void)
     watch.dirty = true; /* what changed before the watch began */
     watch.broken = false;
     watch_files();
-    int rc = watch.broken ? -1 : 0;
+    int rc = watch.fd >= 0 ? 0 : -1;
     pthread_mutex_unlock(&lock);
     return rc;
 }
@@ -382,11 +383,11 @@ static void watch_read(void)
 /* Under the lock: may the snapshot be served without a stat()? */
 static bool unchanged(uint64_t gen, int64_t now)
 {
-    if (watch.fd < 0 || watch.broken || current == NULL) {
+    if (watch.fd < 0 || current == NULL) {
         return false;
     }
     watch_read();
-    return !watch.broken && !watch.dirty && gen == seen_generation && routing.failing == 0 &&
+    return watch.fd >= 0 && !watch.dirty && gen == seen_generation && routing.failing == 0 &&
            keyfile.failing == 0 && now - watch.checked < WATCH_RECHECK_US;
 }
 
@@ -410,7 +411,7 @@ struct snapshot *snapshot_acquire(void)
      * suspect; still without one at the next second's check, the notices
      * are given up (a file system that sends none). */
     bool timed = false;
-    if (watch.fd >= 0 && !watch.broken) {
+    if (watch.fd >= 0) {
         /* the stat()s below see every change whose notice was read; one that
          * comes later is a notice the next acquire reads. A rename may have
          * put a new inode at a path: its watch moves there first. */
@@ -438,7 +439,7 @@ struct snapshot *snapshot_acquire(void)
     }
     bool rchanged = routing.path != NULL && !same_id(&rnow, &routing.seen);
     bool kchanged = keyfile.path != NULL && !same_id(&know, &keyfile.seen);
-    if (timed && !watch.broken) {
+    if (timed && watch.fd >= 0) {
         watch.suspect[0] = rchanged;
         watch.suspect[1] = kchanged;
     }

@@ -13,6 +13,12 @@ from harness import ApacheHosted, backend, chat, fetch, raw_post, request
 from test_proxy import Env, U, served_by, test, wait_for
 
 
+def assert_clean(srv):
+    """The programs a stopped server ran left no sanitizer report."""
+    reports = srv.sanitizer_reports()
+    assert not reports, "\n".join(reports)[-3000:]
+
+
 def smoke(mode):
     srv = ApacheHosted(Env.server.binary, mode)
     srv.start({})
@@ -45,8 +51,7 @@ def smoke(mode):
         assert s == 200 and b"llmproxy admin" in b, s
     finally:
         srv.stop()
-    reports = srv.sanitizer_reports()
-    assert not reports, "\n".join(reports)[-3000:]
+    assert_clean(srv)
 
 
 @test(servers=("apache",))
@@ -140,8 +145,7 @@ def cgi_broken_answers_are_not_passed_off_as_whole():
         broken_answers_under_cgi(srv.port)
     finally:
         srv.stop()
-    reports = srv.sanitizer_reports()
-    assert not reports, "\n".join(reports)[-3000:]
+    assert_clean(srv)
 
 
 @test(servers=("apache",))
@@ -160,8 +164,7 @@ def cgi_answer_over_the_cap_is_a_clean_error():
         assert r.status == 200 and served_by(r) == "cgi-small", (r.status, r.body[:300])
     finally:
         srv.stop()
-    reports = srv.sanitizer_reports()
-    assert not reports, "\n".join(reports)[-3000:]
+    assert_clean(srv)
 
 
 @test(servers=("apache",))

@@ -20,6 +20,19 @@ static void write_file(const char *text)
     rename(tmp, path);
 }
 
+/* Writes text to p in place (not renamed into it). */
+static void put_file(const char *p, const char *text)
+{
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A keys file with one key, whose secret is "hello". */
+#define ONE_KEY                                                                                    \
+    "{\"Keys\":[{\"Id\":\"key_a\",\"Name\":\"a\",\"Prefix\":\"sk-llmp-abcd\",\"Hash\":"            \
+    "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"}]}"
+
 static const char *first_backend(struct snapshot *s)
 {
     const struct config_model *m = config_find(s->cfg, "m");
@@ -108,18 +121,12 @@ int main(void)
     s = snapshot_acquire();
     ok(s->keys == NULL, "no keys file: keyless");
     snapshot_release(s);
-    FILE *kf = fopen(kpath, "w");
-    fputs("{\"Keys\":[{\"Id\":\"key_a\",\"Name\":\"a\",\"Prefix\":\"sk-llmp-abcd\",\"Hash\":"
-          "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"}]}",
-          kf);
-    fclose(kf);
+    put_file(kpath, ONE_KEY);
     s = snapshot_acquire();
     ok(s->keys != NULL && s->keys->n == 1 && keys_find(s->keys, "hello") != NULL,
        "a keys file is picked up by the next call");
     snapshot_release(s);
-    kf = fopen(kpath, "w");
-    fputs("{\"Keys\": [ broken", kf);
-    fclose(kf);
+    put_file(kpath, "{\"Keys\": [ broken");
     s = snapshot_acquire();
     ok(s->keys != NULL && s->keys->n == 1,
        "a broken keys file keeps the last good keys (not keyless)");
@@ -180,11 +187,7 @@ int main(void)
     ok(watch.dirty && watch.noticed[0] && watch.noticed[1], "lost notices: both files reread");
     snapshot_release(snapshot_acquire());
     ok(!watch.dirty && !watch.noticed[0] && !watch.noticed[1], "and then clean");
-    kf = fopen(kpath, "w");
-    fputs("{\"Keys\":[{\"Id\":\"key_a\",\"Name\":\"a\",\"Prefix\":\"sk-llmp-abcd\",\"Hash\":"
-          "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"}]}",
-          kf);
-    fclose(kf);
+    put_file(kpath, ONE_KEY);
     s = snapshot_acquire();
     ok(s->keys != NULL && s->keys->n == 1, "a keys file made is seen");
     snapshot_release(s);
@@ -205,8 +208,7 @@ int main(void)
     snapshot_release(s);
     char other[600];
     snprintf(other, sizeof(other), "%s/usage.db-wal", dir);
-    kf = fopen(other, "w");
-    fclose(kf);
+    put_file(other, "");
     unlink(other);
     pthread_mutex_lock(&lock);
     watch_read();
@@ -291,9 +293,7 @@ int main(void)
     snapshot_cleanup();
     char target[600];
     snprintf(target, sizeof(target), "%s/target.json", dir);
-    kf = fopen(target, "w");
-    fputs(MODEL("t1"), kf);
-    fclose(kf);
+    put_file(target, MODEL("t1"));
     unlink(path);
     ok(symlink(target, path) == 0, "routing file made a link");
     snapshot_init(path, st);
