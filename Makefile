@@ -114,7 +114,7 @@ unit: $(UNIT_BINS)
 
 bench: deps $(PROXY_REL) $(ADMIN_REL) build/bench/fastupstream build/bench/streamload \
        build/bench/snapshot_cost build/bench/metrics_cost build/bench/cgi_floor build/bench/cgi_none \
-       build/bench/openload
+       build/bench/openload build/bench/fcgi_floor
 	@scripts/deps.sh bench
 	@python3 scripts/bench.py
 
@@ -138,6 +138,11 @@ build/bench/cgi_floor: tests/bench/cgi_floor.c
 	$(CC) $(STD) $(WARN) -O2 $< -o $@ -lcurl
 
 build/bench/openload: tests/bench/openload.c
+	@mkdir -p build/bench
+	$(CC) $(STD) $(WARN) -O2 $< -o $@
+
+# the least a FastCGI gateway can do, spawned by lighttpd in llmproxy's place
+build/bench/fcgi_floor: tests/bench/fcgi_floor.c
 	@mkdir -p build/bench
 	$(CC) $(STD) $(WARN) -O2 $< -o $@
 

@@ -270,6 +270,21 @@ def main():
                            os.path.join(work, "llmproxy-redis.log")))
         wait_port(rp_port)
 
+        # the least a FastCGI gateway can do (tests/bench/fcgi_floor.c), spawned by
+        # lighttpd in llmproxy's place, as `make run` serves it: the open loop's
+        # floor for any gateway behind lighttpd's FastCGI. One request at a time
+        # per process, so enough of them for the streams that overlap.
+        fp_port = free_port()
+        fstate = os.path.join(work, "state-floor")
+        os.makedirs(fstate)
+        shutil.copy(os.path.join(state, "dynamic_routing.json"), fstate)
+        fenv = dict(os.environ, LLMPROXY_PORT=str(fp_port), LLMPROXY_STATE_DIR=fstate,
+                    LLMPROXY_BIN=os.path.join(ROOT, "build", "bench", "fcgi_floor"),
+                    LLMPROXY_PROCS="32")
+        procs.append(start([os.path.join(ROOT, "scripts", "run.sh")], fenv,
+                           os.path.join(work, "floor.log")))
+        wait_port(fp_port)
+
         # lighttpd's own mod_proxy to the same upstream: the floor for any proxy behind it
         mp_port = free_port()
         conf = os.path.join(work, "modproxy.conf")
@@ -296,7 +311,7 @@ def main():
             redis_cost(args, up_port, kp_port, rp_port, keyed_script, rsock)
             return
         if args.only_open:
-            open_loop(args, up_port, lp_port, mp_port, script, args.max_rps)
+            open_loop(args, up_port, lp_port, mp_port, fp_port, script, args.max_rps)
             return
         if args.only_peer:
             portkey_peer(args, up_port, lp_port, state, script, work)
@@ -408,7 +423,7 @@ def main():
             pct(delay["mod_proxy"], 99) - pct(delay["direct"], 99)))
         if args.only_stream:
             return
-        open_loop(args, up_port, lp_port, mp_port, script, max_rps)
+        open_loop(args, up_port, lp_port, mp_port, fp_port, script, max_rps)
         portkey_peer(args, up_port, lp_port, state, script, work)
         held_streams(args, lp_port, up_port, state, lp_log, work)
         cgi_rate(up_port, script)
@@ -439,10 +454,11 @@ def openload(port, path, model, rate, seconds, stream=False):
     return {k: float(v) for k, v in d.items()}
 
 
-def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
+def open_loop(args, up_port, lp_port, mp_port, fp_port, script, max_rps):
     """Latency at fixed rates (25%, 50% and 80% of llmproxy's measured maximum), the
-    same rate against direct, llmproxy and mod_proxy, alternated; plain answers
-    timed to their last byte, streams to their first body byte."""
+    same rate against direct, llmproxy, mod_proxy and the FastCGI floor
+    (tests/bench/fcgi_floor.c), alternated; plain answers timed to their last
+    byte, streams to their first body byte."""
     url = "http://127.0.0.1:%d/v1/chat/completions" % lp_port
     if max_rps is None:
         wrk(url, 32, 1, script)
@@ -460,7 +476,8 @@ def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
             wrk(url, 32, args.seconds, stream_script)["rps"] for _ in range(3))
     targets = {"direct": (up_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions"),
                "llmproxy": (lp_port, "/v1/chat/completions", "/v1/chat/completions"),
-               "mod_proxy": (mp_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions")}
+               "mod_proxy": (mp_port, "/v1/chat/completions", "/stream/3/1/v1/chat/completions"),
+               "floor": (fp_port, "/v1/chat/completions", "/v1/chat/completions")}
     print("\nOpen loop (tests/bench/openload.c: requests at a fixed rate, timed from when each "
           "was due; llmproxy's maximum at 32 connections %.0f req/s plain, %.0f streams/s of 3 "
           "events 1 ms apart; %d rounds x %d s, medians, microseconds)"
@@ -486,7 +503,7 @@ def open_loop(args, up_port, lp_port, mp_port, script, max_rps):
                 print("  %-6s %3d%% (%6.0f/s) %-9s p50 %6.0f p99 %6.0f p99.9 %7.0f  errors %d" % (
                     kind, share * 100, rate, v, med(v, "p50"), med(v, "p99"), med(v, "p999"),
                     sum(x.get("errors", 0) for x in res[v])))
-            for v in ("llmproxy", "mod_proxy"):
+            for v in ("llmproxy", "mod_proxy", "floor"):
                 added = [(med(v, k) - med("direct", k)) / 1000 for k in ("p50", "p99", "p999")]
                 out[(kind, share, v)] = added
                 note("open loop, %s, %d%% (%.0f/s): %s adds p50 / p99 / p99.9"
