@@ -189,6 +189,7 @@ static int decode_pair(void *ud, const unsigned char *name, size_t nl, const uns
     d->used += nl + vl + 2;
     d->pv[d->npv].name = n;
     d->pv[d->npv].value = v;
+    d->pv[d->npv].name_len = nl;
     d->npv++;
     return 0;
 }
@@ -219,8 +220,9 @@ static int decode_params(struct fcgi_parser *ps)
 
 const char *fcgi_param(const struct fcgi_parser *ps, const char *name)
 {
+    size_t n = strlen(name);
     for (size_t i = 0; i < ps->npv; i++) {
-        if (strcmp(ps->pv[i].name, name) == 0) {
+        if (ps->pv[i].name_len == n && memcmp(ps->pv[i].name, name, n) == 0) {
             return ps->pv[i].value;
         }
     }

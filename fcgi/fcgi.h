@@ -39,6 +39,7 @@ enum fcgi_event {
 struct fcgi_param {
     const char *name; /* NUL-terminated, inside the parser's params buffer */
     const char *value;
+    size_t name_len; /* (a lookup compares lengths first) */
 };
 
 struct fcgi_parser {

@@ -4,6 +4,7 @@
 #include "meter.h"
 
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* What a '\n' first in the next bytes is, when the last ones ended in '\r'
@@ -78,10 +79,277 @@ static const char *json_string(const cJSON *v)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
-                      uint64_t *cached, bool *usage_only)
+/* A scan of a JSON text that builds nothing: it checks the text as cJSON
+ * would parse it and notes where two members of the top object are, so
+ * only the usage object itself is parsed (a whole parse of a long answer
+ * costs far more than the rest of the request). */
+struct json_scan {
+    const char *p, *end;
+    int depth;
+    bool escaped_key; /* a key of the top object is written with escapes */
+    const char *usage, *usage_end, *choices, *choices_end;
+};
+
+static bool scan_value(struct json_scan *s);
+
+/* cJSON's white space: every byte up to ' ' */
+static void scan_space(struct json_scan *s)
 {
-    *usage_only = false;
+    while (s->p < s->end && (unsigned char)*s->p <= ' ') {
+        s->p++;
+    }
+}
+
+/* The four hex digits at p, 0 when one is none (cJSON's parse_hex4). */
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) {
+            return 0;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* The length of a \u escape at p in a string that ends at close (a
+ * surrogate pair is two escapes), 0 when cJSON refuses it. */
+static size_t unicode_escape(const char *p, const char *close)
+{
+    if (close - p < 6) {
+        return 0;
+    }
+    long v = hex4(p + 2);
+    if (v >= 0xDC00 && v <= 0xDFFF) {
+        return 0;
+    }
+    if (v < 0xD800 || v > 0xDBFF) {
+        return 6;
+    }
+    if (close - (p + 6) < 6 || p[6] != '\\' || p[7] != 'u') {
+        return 0;
+    }
+    long low = hex4(p + 8);
+    return low >= 0xDC00 && low <= 0xDFFF ? 12 : 0;
+}
+
+/* A string at s->p (its opening quote), as cJSON reads one: its end is
+ * the first quote not after a backslash, then its escapes are checked;
+ * *escaped: it holds one. */
+static bool scan_string(struct json_scan *s, bool *escaped)
+{
+    *escaped = false;
+    if (s->p >= s->end || *s->p != '"') {
+        return false;
+    }
+    /* (memchr: an answer's text is mostly strings) */
+    const char *close = NULL, *first = NULL;
+    for (const char *q = s->p + 1;;) {
+        const char *quote = memchr(q, '"', (size_t)(s->end - q));
+        if (quote == NULL) {
+            return false;
+        }
+        const char *bs = memchr(q, '\\', (size_t)(quote - q));
+        if (bs == NULL) {
+            close = quote;
+            break;
+        }
+        if (s->end - bs < 2) {
+            return false;
+        }
+        first = first != NULL ? first : bs;
+        q = bs + 2;
+    }
+    for (const char *p = first != NULL ? first : close; p < close;) {
+        if (*p != '\\') {
+            p++;
+            continue;
+        }
+        *escaped = true;
+        if (p[1] == 'u') {
+            size_t n = unicode_escape(p, close);
+            if (n == 0) {
+                return false;
+            }
+            p += n;
+        } else if (p[1] != '\0' && strchr("bfnrt\"\\/", p[1]) != NULL) {
+            p += 2;
+        } else {
+            return false;
+        }
+    }
+    s->p = close + 1;
+    return true;
+}
+
+static bool digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* As cJSON reads a number: what strtod takes of the run of number
+ * characters that starts at s->p (a digit or '-'). */
+static bool scan_number(struct json_scan *s)
+{
+    const char *q = s->p, *end = s->end;
+    if (*q == '-') {
+        q++;
+    }
+    const char *ip = q;
+    while (q < end && digit(*q)) {
+        q++;
+    }
+    size_t digits = (size_t)(q - ip);
+    if (q < end && *q == '.') {
+        const char *f = q + 1;
+        while (f < end && digit(*f)) {
+            f++;
+        }
+        digits += (size_t)(f - q - 1);
+        if (digits > 0) {
+            q = f;
+        }
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        const char *e = q + 1;
+        if (e < end && (*e == '+' || *e == '-')) {
+            e++;
+        }
+        const char *ed = e;
+        while (e < end && digit(*e)) {
+            e++;
+        }
+        if (e > ed) {
+            q = e;
+        }
+    }
+    s->p = q;
+    return true;
+}
+
+static bool scan_literal(struct json_scan *s, const char *word, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0) {
+        return false;
+    }
+    s->p += n;
+    return true;
+}
+
+/* An object or an array at s->p; the top object's members noted. */
+static bool scan_container(struct json_scan *s, char close)
+{
+    if (++s->depth > CJSON_NESTING_LIMIT) {
+        return false;
+    }
+    bool top = s->depth == 1 && close == '}';
+    s->p++;
+    scan_space(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        s->depth--;
+        return true;
+    }
+    for (;;) {
+        const char *key = NULL;
+        size_t key_len = 0;
+        if (close == '}') {
+            bool escaped;
+            key = s->p + 1;
+            if (!scan_string(s, &escaped)) {
+                return false;
+            }
+            /* cJSON compares keys as C strings: up to a NUL byte */
+            key_len = strnlen(key, (size_t)(s->p - 1 - key));
+            s->escaped_key |= top && escaped;
+            scan_space(s);
+            if (s->p >= s->end || *s->p != ':') {
+                return false;
+            }
+            s->p++;
+            scan_space(s);
+        }
+        const char *v = s->p;
+        if (!scan_value(s)) {
+            return false;
+        }
+        if (top && key_len == 5 && memcmp(key, "usage", 5) == 0 && s->usage == NULL) {
+            s->usage = v;
+            s->usage_end = s->p;
+        } else if (top && key_len == 7 && memcmp(key, "choices", 7) == 0 && s->choices == NULL) {
+            s->choices = v;
+            s->choices_end = s->p;
+        }
+        scan_space(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            scan_space(s);
+            continue;
+        }
+        if (s->p < s->end && *s->p == close) {
+            s->p++;
+            s->depth--;
+            return true;
+        }
+        return false;
+    }
+}
+
+static bool scan_value(struct json_scan *s)
+{
+    if (s->p >= s->end) {
+        return false;
+    }
+    bool escaped;
+    switch (*s->p) {
+    case '{':
+        return scan_container(s, '}');
+    case '[':
+        return scan_container(s, ']');
+    case '"':
+        return scan_string(s, &escaped);
+    case 'n':
+        return scan_literal(s, "null", 4);
+    case 't':
+        return scan_literal(s, "true", 4);
+    case 'f':
+        return scan_literal(s, "false", 5);
+    default:
+        return (*s->p >= '0' && *s->p <= '9') || *s->p == '-' ? scan_number(s) : false;
+    }
+}
+
+/* The first "usage" and "choices" of a JSON text's top object; false when
+ * the text is no JSON (cJSON would not parse it) or its top is no object. */
+static bool scan_top(struct json_scan *s, const char *json, size_t len)
+{
+    memset(s, 0, sizeof(*s));
+    s->p = json;
+    s->end = json + len;
+    if (len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0) {
+        s->p += 3;
+    }
+    scan_space(s);
+    if (s->p >= s->end || *s->p != '{') {
+        return false;
+    }
+    return scan_container(s, '}');
+}
+
+/* The same answer from a whole parse: a top key written with escapes
+ * ("us\u0061ge") is "usage" too. */
+static bool usage_json_parsed(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
+                              uint64_t *cached, bool *usage_only)
+{
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
@@ -98,6 +366,43 @@ bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
     *usage_only = whole && cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0;
     cJSON_Delete(root);
+    return true;
+}
+
+bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *completion,
+                      uint64_t *cached, bool *usage_only)
+{
+    *usage_only = false;
+    struct json_scan s;
+    if (!scan_top(&s, json, len)) {
+        return false;
+    }
+    if (s.escaped_key) {
+        return usage_json_parsed(json, len, prompt, completion, cached, usage_only);
+    }
+    if (s.usage == NULL || *s.usage != '{') {
+        return false;
+    }
+    cJSON *u = cJSON_ParseWithLength(s.usage, (size_t)(s.usage_end - s.usage));
+    if (!cJSON_IsObject(u)) {
+        cJSON_Delete(u);
+        return false;
+    }
+    usage_from(u, prompt, completion, cached);
+    cJSON_Delete(u);
+    bool whole = true;
+    for (const char *q = s.p; whole && q < json + len; q++) {
+        whole = json_space(*q);
+    }
+    bool empty = false;
+    if (s.choices != NULL && *s.choices == '[') {
+        const char *q = s.choices + 1;
+        while (q < s.choices_end && (unsigned char)*q <= ' ') {
+            q++;
+        }
+        empty = *q == ']';
+    }
+    *usage_only = whole && empty;
     return true;
 }
 

@@ -176,7 +176,22 @@ static const char *log_path(const struct request_ctx *ctx)
     return ctx->ep->upstream_path != NULL ? ctx->ep->upstream_path : ctx->path + 3;
 }
 
-/* The one log line, the connection let go, everything released. */
+/* The answer's last bytes and its end (or the cut) go to the web server
+ * now; what is left of the request (accounting, metrics, the log line) is
+ * done after, off the client's time. */
+void proxy_answer_out(struct request_ctx *ctx)
+{
+    if (ctx->conn != NULL) {
+        if (ctx->cut) {
+            conn_abort(ctx->conn);
+        } else {
+            conn_end(ctx->conn);
+        }
+        ctx->conn = NULL;
+    }
+}
+
+/* The connection let go, the one log line, everything released. */
 static void do_finish(struct request_ctx *ctx)
 {
     struct proxy *px = ctx->px;
@@ -185,6 +200,7 @@ static void do_finish(struct request_ctx *ctx)
         ctx->xfer = NULL;
     }
     shared_cancel(ctx);
+    proxy_answer_out(ctx);
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
     client_account(ctx, status);
     struct state *st = px->sh->st;
@@ -224,14 +240,6 @@ static void do_finish(struct request_ctx *ctx)
     }
     if (ctx->state != RQ_DONE) {
         ctx->state = RQ_DONE;
-    }
-    if (ctx->conn != NULL) {
-        if (ctx->cut) {
-            conn_abort(ctx->conn);
-        } else {
-            conn_end(ctx->conn);
-        }
-        ctx->conn = NULL;
     }
     if (ctx->prev != NULL || ctx->next != NULL || px->active == ctx) {
         unlink_active(px, ctx);
@@ -430,7 +438,7 @@ static void prepare_headers(struct request_ctx *ctx)
     bool version = false;
     for (size_t i = 0; i < ARRAY_LEN(forwarded_params); i++) {
         const char *v = conn_param(ctx->conn, forwarded_params[i]);
-        const char *name = http_upstream_header(forwarded_params[i]);
+        const char *name = v != NULL ? http_upstream_header(forwarded_params[i]) : NULL;
         /* anthropic-* go only to Anthropic backends */
         bool theirs = strncmp(forwarded_params[i], "HTTP_ANTHROPIC_", 15) == 0;
         if (v == NULL || name == NULL || !header_value_ok(v) || theirs != anthropic) {

@@ -451,8 +451,138 @@ static void test_overflow(struct buf *out)
     meter_cleanup(&m);
 }
 
+/* meter_usage_json against the whole parse it stands in for (usage_json_parsed):
+ * the same answer, or both none. */
+static int same_usage(const char *json, size_t len)
+{
+    uint64_t p1 = 1, c1 = 1, k1 = 1, p2 = 2, c2 = 2, k2 = 2;
+    bool o1 = false, o2 = true;
+    bool r1 = meter_usage_json(json, len, &p1, &c1, &k1, &o1);
+    o2 = false;
+    bool r2 = usage_json_parsed(json, len, &p2, &c2, &k2, &o2);
+    if (r1 != r2 || (r1 && (p1 != p2 || c1 != c2 || k1 != k2 || o1 != o2))) {
+        printf("# differs (%d/%d) on %zu bytes: ", r1, r2, len);
+        for (size_t i = 0; i < len && i < 300; i++) {
+            unsigned char ch = (unsigned char)json[i];
+            printf(ch >= ' ' && ch < 127 ? "%c" : "\\x%02x", ch);
+        }
+        printf("\n");
+        return 0;
+    }
+    return 1;
+}
+
+static void test_usage_scan(void)
+{
+    static const char *const docs[] = {
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+        "\"message\":{\"role\":\"assistant\",\"content\":\"Hello \\\"usage\\\": {}\"},"
+        "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,"
+        "\"total_tokens\":21,\"prompt_tokens_details\":{\"cached_tokens\":4}}}",
+        "\xEF\xBB\xBF \n{\"choices\" : [ ] , \"usage\" : "
+        "{\"input_tokens\":3,\"output_tokens\":-1e2,"
+        "\"cache_read_input_tokens\":2.5E1}}\t\r\n",
+        "{\"usage\":{\"prompt_tokens\":1},\"usage\":{\"prompt_tokens\":2},\"choices\":[]}",
+        "{\"choices\":[{\"usage\":{\"prompt_tokens\":5}}],\"x\":{\"usage\":{\"prompt_tokens\":6}}}",
+        "{\"us\\u0061ge\":{\"prompt_tokens\":7},\"choices\":[]}",
+        "{\"s\":\"\\ud83d\\ude00 \\u00e9 \\/ \\b\\f\\n\\r\\t\",\"usage\":{\"prompt_tokens\":8}}",
+        "{\"s\":\"\\ud83d\",\"usage\":{\"prompt_tokens\":8}}",
+        "{\"s\":\"\\ude00\",\"usage\":{\"prompt_tokens\":8}}",
+        "{\"s\":\"\\x\",\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[0,-0,1.5e+3,-2E-2,1.,+1],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[.5],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[-.5,-1.,1e,1E+,2e-7,-],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[-.5,-1.,2e-7,0.25e+2],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[123456789012345678901234567890123456789012345678901234567890123],"
+        "\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[1234567890123456789012345678901234567890123456789012345678901234],"
+        "\"usage\":{\"prompt_tokens\":8}}",
+        "{\"n\":[1-2],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"t\":[true,false,null],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"t\":[nul],\"usage\":{\"prompt_tokens\":8}}",
+        "{\"usage\":[1]}",
+        "{\"usage\":null,\"choices\":[]}",
+        "{\"usage\":{\"prompt_tokens\":3}} trailing",
+        "{\"usage\":{\"prompt_tokens\":3}",
+        "{\"usage\":{\"prompt_tokens\":3},}",
+        "{\"usage\":{\"prompt_tokens\":3} \"x\":1}",
+        "[{\"usage\":{\"prompt_tokens\":3}}]",
+        "\"usage\"",
+        "",
+        "   ",
+        "{}",
+        "{\"choices\":[],\"usage\":{}} {}",
+    };
+    int all = 1;
+    for (size_t i = 0; i < ARRAY_LEN(docs); i++) {
+        all &= same_usage(docs[i], strlen(docs[i]));
+    }
+    ok(all, "the scan finds the usage a whole parse finds, in %zu answers", ARRAY_LEN(docs));
+
+    /* nesting: cJSON refuses deeper than 1000 */
+    struct buf deep;
+    buf_init(&deep, 1 << 20);
+    all = 1;
+    for (int depth = 998; depth <= 1002; depth++) {
+        buf_reset(&deep);
+        static const char head[] = "{\"usage\":{\"prompt_tokens\":1},\"d\":";
+        buf_append(&deep, head, sizeof(head) - 1);
+        for (int i = 1; i < depth; i++) {
+            buf_append(&deep, "[", 1);
+        }
+        for (int i = 1; i < depth; i++) {
+            buf_append(&deep, "]", 1);
+        }
+        buf_append(&deep, "}", 1);
+        all &= same_usage(deep.data, deep.len);
+    }
+    ok(all, "nesting at cJSON's limit and past it");
+
+    /* every answer above, and a typical one, mutated: a byte changed,
+     * inserted or dropped, or the text cut short */
+    static const char sig[] = "{}[]\":,\\ u0123456789.eE+-tfnl\x01\x00";
+    unsigned seed = 12345;
+    int tried = 0;
+    all = 1;
+    for (size_t i = 0; i < ARRAY_LEN(docs); i++) {
+        size_t n = strlen(docs[i]);
+        for (int round = 0; round < 400 && all; round++) {
+            buf_reset(&deep);
+            buf_append(&deep, docs[i], n);
+            int edits = 1 + (int)(seed % 3);
+            for (int e = 0; e < edits && deep.len > 0; e++) {
+                seed = seed * 1103515245u + 12345u;
+                size_t at = (seed >> 8) % deep.len;
+                char c = sig[(seed >> 20) % (sizeof(sig) - 1)];
+                switch ((seed >> 4) % 4) {
+                case 0:
+                    deep.data[at] = c;
+                    break;
+                case 1:
+                    memmove(deep.data + at + 1, deep.data + at, deep.len - at);
+                    deep.data[at] = c;
+                    deep.len++;
+                    break;
+                case 2:
+                    memmove(deep.data + at, deep.data + at + 1, deep.len - at - 1);
+                    deep.len--;
+                    break;
+                default:
+                    deep.len = at;
+                    break;
+                }
+            }
+            all &= same_usage(deep.data, deep.len);
+            tried++;
+        }
+    }
+    ok(all, "the same answer in %d mutated texts", tried);
+    buf_cleanup(&deep);
+}
+
 int main(void)
 {
+    test_usage_scan();
     struct buf out;
     buf_init(&out, (size_t)64 << 20);
     int same = 1;
