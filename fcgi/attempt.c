@@ -660,12 +660,6 @@ static void on_done(void *ud, enum upstream_result r)
         if (ctx->gone) {
             proxy_log_attempt(ctx, ctx->gone_name);
         } else if (r == UPSTREAM_OK) {
-            if (!meter_is_stream(ctx->meter.fmt) && !ctx->meter.want_id) {
-                /* all of it is out: the client need not wait while its usage
-                 * is read (a stored response is remembered first: the client
-                 * may ask for it as soon as it has the answer) */
-                proxy_answer_out(ctx);
-            }
             relay_end(ctx);
             char o[16];
             snprintf(o, sizeof(o), "%d", ctx->status);

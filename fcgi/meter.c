@@ -4,7 +4,8 @@
 #include "meter.h"
 
 #include <cjson/cJSON.h>
-#include <stdlib.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 /* What a '\n' first in the next bytes is, when the last ones ended in '\r'
@@ -148,12 +149,15 @@ static bool scan_string(struct json_scan *s, bool *escaped)
     if (s->p >= s->end || *s->p != '"') {
         return false;
     }
-    /* (memchr: an answer's text is mostly strings) */
-    const char *close = NULL, *first = NULL;
+    /* (memchr: an answer's text is mostly strings; each byte is looked at
+     * once, however many escapes) */
+    const char *close = NULL, *first = NULL, *quote = NULL;
     for (const char *q = s->p + 1;;) {
-        const char *quote = memchr(q, '"', (size_t)(s->end - q));
-        if (quote == NULL) {
-            return false;
+        if (quote == NULL || quote < q) {
+            quote = memchr(q, '"', (size_t)(s->end - q));
+            if (quote == NULL) {
+                return false;
+            }
         }
         const char *bs = memchr(q, '\\', (size_t)(quote - q));
         if (bs == NULL) {
@@ -193,11 +197,29 @@ static bool digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* How many characters of a number cJSON reads: all of them since the fix
+ * of CVE-2023-26819 (Debian's 1.7.15-1+deb12u3), at most 63 before it
+ * (found out once, from the cJSON this runs with). */
+static size_t number_cap = SIZE_MAX;
+static pthread_once_t number_cap_once = PTHREAD_ONCE_INIT;
+
+static void find_number_cap(void)
+{
+    char text[70];
+    memset(text, '1', 64);
+    text[64] = '\0';
+    cJSON *n = cJSON_Parse(text);
+    number_cap = n != NULL ? SIZE_MAX : 63;
+    cJSON_Delete(n);
+}
+
 /* As cJSON reads a number: what strtod takes of the run of number
  * characters that starts at s->p (a digit or '-'). */
 static bool scan_number(struct json_scan *s)
 {
-    const char *q = s->p, *end = s->end;
+    pthread_once(&number_cap_once, find_number_cap);
+    const char *q = s->p;
+    const char *end = (size_t)(s->end - s->p) > number_cap ? s->p + number_cap : s->end;
     if (*q == '-') {
         q++;
     }
@@ -264,10 +286,11 @@ static bool scan_container(struct json_scan *s, char close)
         size_t key_len = 0;
         if (close == '}') {
             bool escaped;
-            key = s->p + 1;
+            const char *at = s->p;
             if (!scan_string(s, &escaped)) {
                 return false;
             }
+            key = at + 1;
             /* cJSON compares keys as C strings: up to a NUL byte */
             key_len = strnlen(key, (size_t)(s->p - 1 - key));
             s->escaped_key |= top && escaped;

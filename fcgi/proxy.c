@@ -177,9 +177,9 @@ static const char *log_path(const struct request_ctx *ctx)
 }
 
 /* The answer's last bytes and its end (or the cut) go to the web server
- * now; what is left of the request (accounting, metrics, the log line) is
- * done after, off the client's time. */
-void proxy_answer_out(struct request_ctx *ctx)
+ * now; what is left of the request (metrics, the log line) is done after,
+ * off the client's time. */
+static void proxy_answer_out(struct request_ctx *ctx)
 {
     if (ctx->conn != NULL) {
         if (ctx->cut) {
@@ -200,9 +200,11 @@ static void do_finish(struct request_ctx *ctx)
         ctx->xfer = NULL;
     }
     shared_cancel(ctx);
-    proxy_answer_out(ctx);
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
+    /* charged before the client has the answer: its next request, on any
+     * responder, is admitted against these tokens and this cost */
     client_account(ctx, status);
+    proxy_answer_out(ctx);
     struct state *st = px->sh->st;
     /* requests and their times under the model asked for (a fallback's
      * tokens and cost go to the model and backend that answered) */

@@ -193,9 +193,6 @@ struct request_ctx {
 /* Ends the request now, or as soon as no caller up the stack holds it:
  * the log line, the connection let go, everything released. */
 void proxy_finish(struct request_ctx *ctx);
-/* The answer's end (or its cut) goes to the web server now, ahead of the
- * bookkeeping proxy_finish does; at most once (it lets the connection go). */
-void proxy_answer_out(struct request_ctx *ctx);
 /* Around proxy code that uses ctx: a finish asked for meanwhile waits for
  * the outermost proxy_leave (never inside a callback of its transfer). */
 void proxy_enter(struct request_ctx *ctx);

@@ -521,7 +521,7 @@ static void test_usage_scan(void)
 
     /* nesting: cJSON refuses deeper than 1000 */
     struct buf deep;
-    buf_init(&deep, 1 << 20);
+    buf_init(&deep, (size_t)16 << 20);
     all = 1;
     for (int depth = 998; depth <= 1002; depth++) {
         buf_reset(&deep);
@@ -549,6 +549,8 @@ static void test_usage_scan(void)
         for (int round = 0; round < 400 && all; round++) {
             buf_reset(&deep);
             buf_append(&deep, docs[i], n);
+            buf_append(&deep, "\0\0\0\0", 4); /* room for the inserts */
+            deep.len = n;
             int edits = 1 + (int)(seed % 3);
             for (int e = 0; e < edits && deep.len > 0; e++) {
                 seed = seed * 1103515245u + 12345u;
@@ -577,6 +579,25 @@ static void test_usage_scan(void)
         }
     }
     ok(all, "the same answer in %d mutated texts", tried);
+
+    /* an 8 MiB answer of escapes (CJK text from a server that writes
+     * ASCII only, or lines): read in one pass, not once per escape */
+    static const char *const units[] = {"\\u4e2d", "a line of text\\n"};
+    for (size_t u = 0; u < ARRAY_LEN(units); u++) {
+        buf_reset(&deep);
+        buf_append_str(&deep, "{\"choices\":[{\"message\":{\"content\":\"");
+        while (deep.len < ((size_t)8 << 20)) {
+            buf_append_str(&deep, units[u]);
+        }
+        buf_append_str(&deep, "\"}}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}");
+        uint64_t p = 0, c = 0, k = 0;
+        bool only;
+        double t0 = cpu_now();
+        bool have = meter_usage_json(deep.data, deep.len, &p, &c, &k, &only);
+        double t = cpu_now() - t0;
+        ok(have && p == 5 && c == 6 && t < time_bound(),
+           "an 8 MiB answer of '%s' escapes: %.3f s CPU (linear)", units[u], t);
+    }
     buf_cleanup(&deep);
 }
 
