@@ -1,4 +1,5 @@
-/* meter.c - what an answer used: usage read from JSON bodies and SSE streams (pure) */
+/* meter.c - what an answer used: usage read from JSON bodies and SSE streams (pure but for a
+ * fact about the cJSON build, found out once) */
 /* SPDX-License-Identifier: MIT */
 #include "common.h"
 #include "meter.h"
@@ -208,7 +209,9 @@ static void find_number_cap(void)
     char text[70];
     memset(text, '1', 64);
     text[64] = '\0';
-    cJSON *n = cJSON_Parse(text);
+    /* (cJSON_Parse takes a value and ignores what follows: an old build
+     * reads 63 digits of the 64 and leaves one) */
+    cJSON *n = cJSON_ParseWithOpts(text, NULL, true);
     number_cap = n != NULL ? SIZE_MAX : 63;
     cJSON_Delete(n);
 }

@@ -456,9 +456,9 @@ def openload(port, path, model, rate, seconds, stream=False):
 
 def open_loop(args, up_port, lp_port, mp_port, fp_port, script, max_rps):
     """Latency at fixed rates (25%, 50% and 80% of llmproxy's measured maximum), the
-    same rate against direct, llmproxy, mod_proxy and the FastCGI floor
-    (tests/bench/fcgi_floor.c), alternated; plain answers timed to their last
-    byte, streams to their first body byte."""
+    same rate against direct, llmproxy, mod_proxy and (plain only) the FastCGI
+    floor (tests/bench/fcgi_floor.c), alternated; plain answers timed to their
+    last byte, streams to their first body byte."""
     url = "http://127.0.0.1:%d/v1/chat/completions" % lp_port
     if max_rps is None:
         wrk(url, 32, 1, script)
@@ -496,7 +496,7 @@ def open_loop(args, up_port, lp_port, mp_port, fp_port, script, max_rps):
                     port, plain_path, stream_path = targets[v]
                     stream = kind == "stream"
                     if stream and v == "floor":
-                        continue  # see below
+                        continue  # see above
                     model = "bench-quick-stream" if stream else "bench"
                     res[v].append(openload(port, stream_path if stream else plain_path, model,
                                            rate, args.seconds, stream))

@@ -6,7 +6,7 @@ import json
 import re
 
 from harness import backend, fetch
-from test_proxy import Env, U, requests_for, served_by, test, wait_for
+from test_proxy import Env, U, log_mark, requests_for, served_by, test, wait_for
 
 
 def post(path, body, headers=None):
@@ -44,6 +44,7 @@ def speech_binary_answer_relayed_as_it_arrives():
         backend("down", U("name=tts-down+status=500")),
         backend("good", U("name=tts-good+chunks=5+gap=150"))]}})
     Env.up.reset()
+    mark = log_mark(Env.server)
     r = post("/v1/audio/speech", {"model": "tts", "input": "Hello there", "voice": "alloy"})
     assert r.status == 200 and r.headers["content-type"] == ["audio/mpeg"], (r.status, r.headers)
     piece = bytes(range(256)) * 4
@@ -55,8 +56,8 @@ def speech_binary_answer_relayed_as_it_arrives():
     assert len(requests_for("name=tts-down")) == 1
     # audio is not tokens: nothing estimated from its bytes
     # (a request's log line is written just after its answer)
-    assert wait_for(lambda: "/audio/speech model=tts" in Env.server.log()[-4000:], 3)
-    log = Env.server.log()[-4000:]
+    assert wait_for(lambda: "/audio/speech model=tts" in Env.server.log()[mark:], 3)
+    log = Env.server.log()[mark:]
     line = [x for x in log.splitlines() if "/audio/speech model=tts" in x][-1]
     assert "status=200" in line and "usage=estimated" not in line, line
     assert re.search(r"attempts=\[down#0:500:\S+ good#0:200:", line), line
@@ -81,6 +82,7 @@ def model_fallbacks():
                      "Backends": [backend("mk", U("name=fb-mk+status=429+ra=30"),
                                           keys=["mk-%02d" % i for i in range(20)])]}})
     Env.up.reset()
+    mark = log_mark(Env.server)
     r = fetch(Env.port(), "POST", "/v1/chat/completions",
               {"model": "primary", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status == 200 and served_by(r) == "fb-t1", (r.status, r.body[:300])
@@ -88,8 +90,8 @@ def model_fallbacks():
     sent = json.loads(requests_for("name=fb-t1")[-1]["body"])
     assert sent["model"] == "third", sent  # the fallback's own name goes upstream
     assert [len(requests_for("name=fb-" + n)) for n in ("p1", "p2", "s1")] == [1, 1, 1]
-    assert wait_for(lambda: "model=primary" in Env.server.log()[-5000:], 3)
-    line = [x for x in Env.server.log()[-5000:].splitlines() if "model=primary" in x][-1]
+    assert wait_for(lambda: "model=primary" in Env.server.log()[mark:], 3)
+    line = [x for x in Env.server.log()[mark:].splitlines() if "model=primary" in x][-1]
     assert "fallback=second" in line and "fallback=third" in line and "status=200" in line, line
     # a stream falls back the same way
     r = fetch(Env.port(), "POST", "/v1/chat/completions",

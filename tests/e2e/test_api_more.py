@@ -8,7 +8,7 @@ import json
 import re
 
 from harness import backend, fetch
-from test_proxy import Env, U, requests_for, served_by, test, wait_for
+from test_proxy import Env, U, log_mark, requests_for, served_by, test, wait_for
 from test_keys import bearer, kadmin, keyed, make
 
 
@@ -248,13 +248,14 @@ def anthropic_stream_failover_and_error_event():
     Env.routing({"claude": {"Strategy": "Failover", "Backends": [
         dict(backend("c", U("name=an-cut+chunks=5+drop=2")), Api="anthropic"),
         dict(backend("g", U("name=an-g")), Api="anthropic")]}})
+    mark = log_mark(Env.server)  # the first request's line matches too
     r = post("/v1/messages", body)
     evs = typed_events(r)
     assert r.status == 200 and evs[-1] == ("error", {"type": "error", "error": {
         "type": "api_error", "message": evs[-1][1]["error"]["message"]}}), evs
     assert [e for e, _ in evs].count("content_block_delta") == 2, evs
-    assert wait_for(lambda: "/messages model=claude" in Env.server.log()[-6000:], 3)
-    line = [x for x in Env.server.log()[-6000:].splitlines() if "/messages model=claude" in x][-1]
+    assert wait_for(lambda: "/messages model=claude" in Env.server.log()[mark:], 3)
+    line = [x for x in Env.server.log()[mark:].splitlines() if "/messages model=claude" in x][-1]
     assert "usage=estimated" in line, line  # a cut stream's output is unknown: estimated, never 1
     # every backend failing: the verdict in the Anthropic shape, with Retry-After for 429s
     Env.routing({"claude": {"Strategy": "Failover", "Backends": [
