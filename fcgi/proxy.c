@@ -177,8 +177,8 @@ static const char *log_path(const struct request_ctx *ctx)
 }
 
 /* The answer's last bytes and its end (or the cut) go to the web server
- * now; what is left of the request (metrics, the log line) is done after,
- * off the client's time. */
+ * now; what is left of the request (the log line) is done after, off the
+ * client's time. */
 static void proxy_answer_out(struct request_ctx *ctx)
 {
     if (ctx->conn != NULL) {
@@ -201,10 +201,10 @@ static void do_finish(struct request_ctx *ctx)
     }
     shared_cancel(ctx);
     int status = ctx->gone ? 499 : ctx->final_status; /* nginx's "client closed request" */
-    /* charged before the client has the answer: its next request, on any
-     * responder, is admitted against these tokens and this cost */
+    /* charged and counted before the client has the answer: its next
+     * request, on any responder, is admitted against these tokens and this
+     * cost, and a scrape right after it sees it */
     client_account(ctx, status);
-    proxy_answer_out(ctx);
     struct state *st = px->sh->st;
     /* requests and their times under the model asked for (a fallback's
      * tokens and cost go to the model and backend that answered) */
@@ -226,6 +226,7 @@ static void do_finish(struct request_ctx *ctx)
         }
     }
     metrics_active(st, -1);
+    proxy_answer_out(ctx);
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
     if (log_json()) {
         log_request_json(ctx, status, ms);
