@@ -16,7 +16,7 @@ upstream, and the RSS of lighttpd and both programs is sampled at that peak.
 
 usage: scripts/bench.py [--rounds N] [--seconds S] [--streams N] [--hold 1000,5000,10000]
        scripts/bench.py --only-metrics | --only-cgi | --only-open | --only-peer | --only-redis
-       | --only-stream | --only-hold
+       | --only-stream | --only-hold | --only-instructions [--requests N]
 
 At the end it prints every figure of the run again as one table, with the
 commit measured.
@@ -197,6 +197,12 @@ def main():
                     help="only the peer gateway (Portkey, from npm) against llmproxy")
     ap.add_argument("--only-redis", action="store_true",
                     help="only the shared-state (Redis) against local-state comparison")
+    ap.add_argument("--only-instructions", action="store_true",
+                    help="only the instructions per request of one responder (valgrind "
+                         "--tool=callgrind; exact where timings are noisy, for A/B of builds "
+                         "with LLMPROXY_BIN)")
+    ap.add_argument("--requests", type=int, default=1500,
+                    help="--only-instructions: requests counted (each round)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="llmproxy-bench-")
@@ -315,6 +321,9 @@ def main():
             return
         if args.only_peer:
             portkey_peer(args, up_port, lp_port, state, script, work)
+            return
+        if args.only_instructions:
+            instructions(args, state, script, work)
             return
         if not args.only_stream:
             variants = {
@@ -800,6 +809,107 @@ def cgi_floor():
         note("CGI start: " + name, "%.2f ms CPU" % cpu)
         print("  %-32s cpu %.2f ms  wall %.2f ms" % (name, cpu, wall))
     shutil.rmtree(state, ignore_errors=True)
+
+
+def callgrind_costs(path):
+    """The whole count and that of a few functions (inclusive) of one dump."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                         capture_output=True, text=True).stdout
+    costs = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)", line)
+        if m:
+            name = m.group(2)
+            key = "total" if "PROGRAM TOTALS" in name else name.split(" [")[0].split(":")[-1]
+            costs.setdefault(key, int(m.group(1).replace(",", "")))
+    return costs
+
+
+def instructions(args, state, script, work):
+    """Instructions per plain request in one responder under callgrind, spawned by
+    lighttpd as make run does (a wrapper in LLMPROXY_BIN), at one connection: a
+    warm-up, the counters zeroed, N requests, a dump. The usage writer's thread
+    is counted apart (its cost depends on how many one-second flushes fall in
+    the window). Deterministic where this VM's timings are not."""
+    binary = os.environ.get("LLMPROXY_BIN", os.path.join(ROOT, "cgi-bin", "llmproxy.fcgi"))
+    wrapper = os.path.join(work, "callgrind.sh")
+    out_prefix = os.path.join(work, "callgrind.out")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s.%%p %s\n"
+                % (out_prefix, binary))
+    os.chmod(wrapper, 0o755)
+    ip_port = free_port()
+    istate = os.path.join(work, "state-callgrind")
+    os.makedirs(istate)
+    shutil.copy(os.path.join(state, "dynamic_routing.json"), istate)
+    env = dict(os.environ, LLMPROXY_PORT=str(ip_port), LLMPROXY_STATE_DIR=istate,
+               LLMPROXY_BIN=wrapper, LLMPROXY_PROCS="1")
+    server = start([os.path.join(ROOT, "scripts", "run.sh")], env, os.path.join(work, "cg.log"))
+    try:
+        wait_port(ip_port, 60)
+        url = "http://127.0.0.1:%d/v1/chat/completions" % ip_port
+        pid = None
+        for _ in range(100):
+            ps = subprocess.run(["pgrep", "-f", "callgrind-out-file=" + out_prefix],
+                                capture_output=True, text=True).stdout.split()
+            if ps:
+                pid = ps[0]
+                break
+            time.sleep(0.1)
+
+        def control(flag):
+            # the responder takes the command when it next runs: a request wakes it
+            poke = subprocess.Popen(["sh", "-c", "sleep 1; curl -s -o /dev/null "
+                                     "http://127.0.0.1:%d/health" % ip_port])
+            subprocess.run(["callgrind_control", flag, pid], capture_output=True)
+            poke.wait()
+
+        body = BODY.encode()
+        req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+               % (ip_port, len(body), body))
+        print("\nInstructions per plain request, one responder under callgrind (%s), "
+              "%d requests at 1 connection, 2 rounds" % (binary, args.requests))
+        per = []
+        for r in range(2):
+            wrk(url, 1, 2, script)
+            control("-z")
+            sock = None
+            for _ in range(args.requests):
+                while True:
+                    if sock is None:
+                        sock = socket.create_connection(("127.0.0.1", ip_port))
+                    sock.sendall(req)
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        d = sock.recv(65536)
+                        if not d:
+                            break
+                        buf += d
+                    if b"\r\n\r\n" in buf:
+                        break
+                    sock.close()  # lighttpd ended the kept connection: again on a new one
+                    sock = None
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                clen = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                while len(rest) < clen:
+                    rest += sock.recv(65536)
+            sock.close()
+            control("-d")
+            dumps = sorted((f for f in os.listdir(work) if f.startswith("callgrind.out.")),
+                           key=lambda f: os.path.getmtime(os.path.join(work, f)))
+            c = callgrind_costs(os.path.join(work, dumps[-1]))
+            n = args.requests
+            writer = c.get("writer", 0)
+            per.append((c["total"] - writer) / n)
+            print("  round %d: %.0f instructions per request without the usage writer "
+                  "(writer %.0f; reading the usage %.0f, FastCGI variables %.0f)" % (
+                      r + 1, (c["total"] - writer) / n, writer / n,
+                      c.get("meter_usage_json", 0) / n, c.get("fcgi_param", 0) / n))
+        note("instructions per plain request, one responder (callgrind, without the writer)",
+             "%.1fk / %.1fk" % (per[0] / 1000, per[1] / 1000))
+    finally:
+        stop(server)
 
 
 def upstream_stats(port):
