@@ -220,7 +220,6 @@ static void find_number_cap(void)
  * characters that starts at s->p (a digit or '-'). */
 static bool scan_number(struct json_scan *s)
 {
-    pthread_once(&number_cap_once, find_number_cap);
     const char *q = s->p;
     const char *end = (size_t)(s->end - s->p) > number_cap ? s->p + number_cap : s->end;
     if (*q == '-') {
@@ -358,6 +357,7 @@ static bool scan_value(struct json_scan *s)
  * the text is no JSON (cJSON would not parse it) or its top is no object. */
 static bool scan_top(struct json_scan *s, const char *json, size_t len)
 {
+    pthread_once(&number_cap_once, find_number_cap);
     memset(s, 0, sizeof(*s));
     s->p = json;
     s->end = json + len;
@@ -422,11 +422,9 @@ bool meter_usage_json(const char *json, size_t len, uint64_t *prompt, uint64_t *
     }
     bool empty = false;
     if (s.choices != NULL && *s.choices == '[') {
-        const char *q = s.choices + 1;
-        while (q < s.choices_end && (unsigned char)*q <= ' ') {
-            q++;
-        }
-        empty = *q == ']';
+        struct json_scan c = {.p = s.choices + 1, .end = s.choices_end};
+        scan_space(&c);
+        empty = *c.p == ']';
     }
     *usage_only = whole && empty;
     return true;

@@ -176,21 +176,6 @@ static const char *log_path(const struct request_ctx *ctx)
     return ctx->ep->upstream_path != NULL ? ctx->ep->upstream_path : ctx->path + 3;
 }
 
-/* The answer's last bytes and its end (or the cut) go to the web server
- * now; what is left of the request (the log line) is done after, off the
- * client's time. */
-static void proxy_answer_out(struct request_ctx *ctx)
-{
-    if (ctx->conn != NULL) {
-        if (ctx->cut) {
-            conn_abort(ctx->conn);
-        } else {
-            conn_end(ctx->conn);
-        }
-        ctx->conn = NULL;
-    }
-}
-
 /* The connection let go, the one log line, everything released. */
 static void do_finish(struct request_ctx *ctx)
 {
@@ -226,7 +211,16 @@ static void do_finish(struct request_ctx *ctx)
         }
     }
     metrics_active(st, -1);
-    proxy_answer_out(ctx);
+    /* the answer's last bytes and its end (or the cut) go out now; the log
+     * line is made after, off the client's time */
+    if (ctx->conn != NULL) {
+        if (ctx->cut) {
+            conn_abort(ctx->conn);
+        } else {
+            conn_end(ctx->conn);
+        }
+        ctx->conn = NULL;
+    }
     double ms = (double)(now_us() - ctx->t0) / 1000.0;
     if (log_json()) {
         log_request_json(ctx, status, ms);

@@ -279,7 +279,7 @@ def main():
         # the least a FastCGI gateway can do (tests/bench/fcgi_floor.c), spawned by
         # lighttpd in llmproxy's place, as `make run` serves it: the open loop's
         # floor for any gateway behind lighttpd's FastCGI. One request at a time
-        # per process, so enough of them for the streams that overlap.
+        # per process, so enough of them for the requests that overlap.
         fp_port = free_port()
         fstate = os.path.join(work, "state-floor")
         os.makedirs(fstate)
